@@ -1,0 +1,5 @@
+"""(being written)"""
+
+
+def main(argv=None):
+    raise SystemExit("the command line is being written")

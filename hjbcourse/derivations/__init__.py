@@ -1,0 +1,9 @@
+"""Symbolic derivations (sympy, no torch): each function returns expressions that the book displays and the
+tests check against the closed forms in :mod:`hjbcourse.exact`."""
+from .ito import *  # noqa: F401,F403
+from .hamilton_jacobi import *  # noqa: F401,F403
+from .lqr import *  # noqa: F401,F403
+from .merton import *  # noqa: F401,F403
+from .finite_horizon import *  # noqa: F401,F403
+from .diffusion import *  # noqa: F401,F403
+from .cole_hopf import *  # noqa: F401,F403

@@ -1,0 +1,119 @@
+"""The generator of a controlled diffusion (book: chapter "The stochastic HJB", eq. (generator)):
+
+    L^a V(x) = grad V(x) . f(x, a) + 1/2 Tr( S S^T(x, a) Hess V(x) ),
+
+with three interchangeable ways to compute the second-order term:
+
+``"autograd"``    the textbook loop: one backward pass per row of the Hessian (d passes), then Tr(S S^T H).
+``"forward"``     exact and faster in d: a forward-Laplacian pass (``V.forward_laplacian``, see :mod:`.nets`)
+                  that propagates the directions f, s_1..s_m through the network. For a callable without it,
+                  Hessian-vector products along the m columns of S (m backward passes) are used instead.
+``"hutchinson"``  unbiased: Tr(S S^T H) = E[z' S' H S z] with Rademacher z in R^m, averaged over
+                  ``n_probes`` probes; its cost does not grow with d.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .runtime import make_generator
+
+__all__ = ["generator", "generator_from_derivatives", "value_derivatives", "GENERATOR_METHODS"]
+
+GENERATOR_METHODS = ("autograd", "forward", "hutchinson")
+
+
+def _check(x, f, S):
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        raise ValueError(f"x must have shape (batch, d), got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    B, d = x.shape
+    if not isinstance(f, torch.Tensor) or tuple(f.shape) != (B, d):
+        raise ValueError(f"f must have shape ({B}, {d}) like x, got {tuple(getattr(f, 'shape', ()))}")
+    if not isinstance(S, torch.Tensor) or S.ndim != 3 or S.shape[:2] != (B, d):
+        raise ValueError(f"S must have shape ({B}, {d}, m), got {tuple(getattr(S, 'shape', ()))}")
+
+
+def _grad(V, x, create_graph):
+    x = x if x.requires_grad else x.detach().requires_grad_(True)
+    v = V(x)
+    if v.ndim != 2 or v.shape[1] != 1:
+        raise ValueError(f"V must map (batch, d) to (batch, 1), got output shape {tuple(v.shape)}")
+    (g,) = torch.autograd.grad(v.sum(), x, create_graph=True)
+    return x, v, g
+
+
+def _rademacher(shape, generator, like):
+    z = torch.randint(0, 2, shape, generator=generator, device=generator.device, dtype=torch.int64)
+    return (2 * z - 1).to(dtype=like.dtype, device=like.device)
+
+
+def generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f: torch.Tensor, S: torch.Tensor,
+              method: str = "forward", n_probes: int = 16, generator: torch.Generator | int | None = None,
+              create_graph: bool = True) -> torch.Tensor:
+    """(B, d), (B, d), (B, d, m) -> (B, 1): L^a V at the points ``x`` for drift ``f`` and diffusion ``S``.
+
+    ``V`` maps (B, d) to (B, 1). With ``create_graph=True`` the result is differentiable in V's parameters
+    (and in ``f`` and ``S``), for training; otherwise it is detached. ``generator`` (a torch.Generator or a
+    seed) drives Hutchinson's probes.
+    """
+    _check(x, f, S)
+    if method not in GENERATOR_METHODS:
+        raise ValueError(f"method must be one of {GENERATOR_METHODS}, got {method!r}")
+    if method == "hutchinson" and (not isinstance(n_probes, int) or n_probes < 1):
+        raise ValueError(f"n_probes must be a positive integer, got {n_probes!r}")
+    B, d = x.shape
+    m = S.shape[-1]
+    fast = hasattr(V, "forward_laplacian")
+
+    if method == "autograd":
+        x, _, g = _grad(V, x, True)
+        rows = [torch.autograd.grad(g[:, i].sum(), x, create_graph=True)[0] for i in range(d)]
+        H = torch.stack(rows, dim=1)                                    # (B, d, d)
+        trace = ((S @ S.transpose(-1, -2)) * H).sum(dim=(-2, -1))
+        out = (g * f).sum(-1) + 0.5 * trace
+    elif fast:
+        if method == "forward":
+            dirs = S
+            scale = 1.0
+        else:
+            g_ = make_generator(generator, x.device)
+            z = _rademacher((B, m, n_probes), g_, x)
+            dirs = S @ z                                                # (B, d, n_probes)
+            scale = 1.0 / n_probes
+        _, dy, lap = V.forward_laplacian(x, f.unsqueeze(-1), dirs)
+        out = dy[:, 0, 0] + 0.5 * scale * lap[:, 0]
+    else:
+        x, _, g = _grad(V, x, True)
+        if method == "forward":
+            cols = [S[:, :, j] for j in range(m)]
+            scale = 1.0
+        else:
+            g_ = make_generator(generator, x.device)
+            z = _rademacher((B, m, n_probes), g_, x)
+            cols = list((S @ z).unbind(-1))
+            scale = 1.0 / n_probes
+        quad = 0
+        for v in cols:
+            (hv,) = torch.autograd.grad((g * v).sum(), x, create_graph=True)
+            quad = quad + (hv * v).sum(-1)
+        out = (g * f).sum(-1) + 0.5 * scale * quad
+    out = out.unsqueeze(-1)
+    return out if create_graph else out.detach()
+
+
+def value_derivatives(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
+    """(B, d) -> (B, 1), (B, d), (B, d, d): V, grad V and Hess V, detached (for policy improvement, where
+    gradients must flow only into the policy)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        raise ValueError("x must have shape (batch, d)")
+    x, v, g = _grad(V, x, True)
+    d = x.shape[1]
+    rows = [torch.autograd.grad(g[:, i].sum(), x, retain_graph=i < d - 1)[0] for i in range(d)]
+    return v.detach(), g.detach(), torch.stack(rows, dim=1).detach()
+
+
+def generator_from_derivatives(grad: torch.Tensor, hess: torch.Tensor, f: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """(B, d), (B, d, d), (B, d), (B, d, m) -> (B, 1): grad . f + 1/2 Tr(S S^T hess) from precomputed
+    derivatives (differentiable in f and S, hence in the action)."""
+    return ((grad * f).sum(-1) + 0.5 * ((S @ S.transpose(-1, -2)) * hess).sum(dim=(-2, -1))).unsqueeze(-1)

@@ -1,0 +1,87 @@
+"""Where and how a computation runs: device choice, seeding, presets and progress bars.
+
+Every chapter starts with :func:`setup`, so a reader's laptop (CPU, ``"quick"`` preset) and a GPU runtime
+(``"full"`` preset) run the same code path, only at different sizes.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["default_device", "default_preset", "seed_everything", "make_generator", "progress", "setup", "Setup"]
+
+
+def default_device() -> torch.device:
+    """The device a chapter runs on: ``cuda`` when one is available, otherwise ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_preset(device: torch.device | str | None = None) -> str:
+    """``"full"`` on a GPU, ``"quick"`` on a CPU; the environment variable ``HJB_PRESET`` overrides both."""
+    forced = os.environ.get("HJB_PRESET")
+    if forced:
+        if forced not in ("quick", "full"):
+            raise ValueError(f"HJB_PRESET must be 'quick' or 'full', got {forced!r}")
+        return forced
+    device = torch.device(device) if device is not None else default_device()
+    return "full" if device.type == "cuda" else "quick"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every CUDA device) with one integer."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    torch.manual_seed(int(seed))
+
+
+def make_generator(seed_or_generator: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` from a seed, or the generator itself when one is passed.
+
+    ``None`` draws a seed from torch's global generator, so :func:`seed_everything` still makes the run
+    reproducible.
+    """
+    if isinstance(seed_or_generator, torch.Generator):
+        return seed_or_generator
+    device = torch.device(device)
+    if seed_or_generator is None:
+        seed_or_generator = int(torch.randint(0, 2**62, (1,)).item())
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed_or_generator))
+    return g
+
+
+def progress(iterable=None, *, total: int | None = None, desc: str | None = None, enabled: bool = True, **kwargs):
+    """A tqdm progress bar (plain text, on stderr), or the bare iterable when ``enabled`` is false."""
+    if not enabled:
+        return iterable if iterable is not None else range(total or 0)
+    from tqdm.std import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, mininterval=1.0, dynamic_ncols=True, **kwargs)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What :func:`setup` decided: the device, the preset and the seed."""
+
+    device: torch.device
+    preset: str
+    seed: int
+
+    def __str__(self) -> str:
+        return f"hjbcourse: device={self.device.type}, preset={self.preset!r}, seed={self.seed}, torch {torch.__version__}"
+
+
+def setup(seed: int = 0, device: str | torch.device | None = None) -> Setup:
+    """Seed everything, pick the device (cuda when available) and the matching preset; print and return them."""
+    device = torch.device(device) if device is not None else default_device()
+    seed_everything(seed)
+    s = Setup(device=device, preset=default_preset(device), seed=seed)
+    print(s)
+    return s

@@ -1,0 +1,138 @@
+"""Machinery every solver shares: configs with presets, diagnostics history, a NaN guard, checkpoints.
+
+Solvers subclass :class:`SolverConfig` (a frozen dataclass) and declare their presets in ``PRESETS``;
+they record one row of diagnostics per iteration in a :class:`History` and call :func:`check_finite` on
+every loss, so a diverging run stops with an error that names the iteration.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+__all__ = ["SolverConfig", "History", "DivergenceError", "check_finite", "save_checkpoint", "load_checkpoint"]
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Base of every solver's settings: a seed, a device, a progress-bar switch and named presets.
+
+    Subclasses add their own fields and fill ``PRESETS`` with ``{"quick": {...}, "full": {...}}``: keyword
+    overrides of the defaults. ``Config.preset("quick", seed=1)`` builds one; unknown names are refused.
+    """
+
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    progress: bool = True
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "full": {}}
+
+    def __post_init__(self):
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        torch.device(self.device)  # raises on a malformed device string
+
+    @classmethod
+    def preset(cls, name: str = "quick", **overrides):
+        """The preset ``name`` (``"quick"`` for a CPU, ``"full"`` for a GPU) with ``overrides`` applied."""
+        if name not in cls.PRESETS:
+            raise ValueError(f"preset must be one of {sorted(cls.PRESETS)}, got {name!r}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(overrides) - fields
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {sorted(unknown)}")
+        kwargs = dict(cls.PRESETS[name])
+        kwargs.update(overrides)
+        if "device" in kwargs:
+            kwargs["device"] = str(kwargs["device"])
+        return cls(**kwargs)
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied (configs are frozen)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+
+class History:
+    """Diagnostics, one row per iteration: ``h.log(it, loss=..., err=...)``, then ``h["loss"]`` is a list.
+
+    Missing values in a row are stored as ``nan`` so every column has one entry per logged iteration.
+    """
+
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+
+    def log(self, iteration: int, **values) -> dict[str, float]:
+        row = {"iteration": float(iteration)}
+        for k, v in values.items():
+            row[k] = float(v.detach().cpu()) if isinstance(v, torch.Tensor) else float(v)
+        self.rows.append(row)
+        return row
+
+    @property
+    def keys(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self.rows:
+            seen.update(dict.fromkeys(r))
+        return list(seen)
+
+    def __getitem__(self, key: str) -> list[float]:
+        if key not in self.keys:
+            raise KeyError(f"no diagnostic named {key!r}; recorded: {self.keys}")
+        return [r.get(key, math.nan) for r in self.rows]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def last(self, key: str) -> float:
+        return self[key][-1]
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {k: self[k] for k in self.keys}
+
+    def __repr__(self) -> str:
+        return f"History({len(self)} rows: {', '.join(self.keys)})"
+
+
+class DivergenceError(RuntimeError):
+    """A loss became NaN or infinite; the message names the iteration and the quantity."""
+
+
+def check_finite(value: torch.Tensor | float, name: str, iteration: int) -> None:
+    """Raise :class:`DivergenceError` when ``value`` is NaN or infinite (a diverging run stops here)."""
+    v = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+    if not bool(torch.isfinite(v).all()):
+        raise DivergenceError(
+            f"{name} became {float(v.flatten()[0]) if v.numel() else v} at iteration {iteration}; "
+            "lower the learning rate or the time step, or check the problem's parameters"
+        )
+
+
+def save_checkpoint(path: str | Path, **state) -> Path:
+    """Save state dicts and plain values (numbers, strings, lists, dicts of them) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load what :func:`save_checkpoint` wrote, with ``weights_only=True`` (no arbitrary code is unpickled)."""
+    return torch.load(Path(path), map_location=map_location, weights_only=True)

@@ -1,0 +1,77 @@
+"""The project's own consistency: dependencies in step, chapters stripped and set up alike, the toc complete."""
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        wanted |= set(extra)
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    listed = {p for p in pip if not p.startswith("-e")}
+    assert {_name(r): r for r in listed} == {_name(r): r for r in wanted}
+
+
+def test_constraints_pin_every_dependency_exactly():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"]) + [r for e in project["optional-dependencies"].values() for r in e]
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    for r in reqs:
+        assert _name(r) in pins, f"{_name(r)} is not pinned in constraints.txt"
+    assert pins["torch"] == "2.13.0" and pins["jupyter-book"] == "1.0.4.post1"
+
+
+def test_toc_lists_existing_files_only():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for p in toc["parts"] for c in p["chapters"]]
+    for f in files:
+        assert any((ROOT / (f + ext)).exists() for ext in (".md", ".ipynb")), f"{f} is in _toc.yml but missing"
+    listed = {f.split("/")[-1] for f in files}
+    for nb in CHAPTERS:
+        assert nb.stem in listed, f"{nb.name} is not in _toc.yml"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapters_are_committed_without_outputs(path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [] and cell.get("execution_count") is None, f"{path.name} has outputs"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapters_start_with_the_setup_cell(path):
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    nb = json.loads(path.read_text())
+    first_code = next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "google.colab" in first_code and f"hjbcourse @ git+{url}" in first_code, path.name
+    assert "hjb.setup(seed=" in first_code, path.name
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapters_have_exercises_with_solutions(path):
+    text = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
+    n_ex = len(re.findall(r"^:{3,}\{exercise\}", text, flags=re.M))
+    n_sol = len(re.findall(r"^:{3,}\{solution\}", text, flags=re.M))
+    assert n_sol >= n_ex, f"{path.name}: {n_ex} exercises, {n_sol} solutions"
+    if path.stem.startswith(("01_", "02_", "03_", "appendix_")):   # the theory chapters: two at least
+        assert n_ex >= 2, f"{path.name}: {n_ex} exercises"
