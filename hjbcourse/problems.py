@@ -176,7 +176,7 @@ class ControlProblem:
 
 
 class FiniteHorizonProblem:
-    """A finite-horizon problem: maximise E[int_t^T e^{-rho (s-t)} r(s, X_s, a_s) ds + g(X_T)].
+    """A finite-horizon problem: maximise E[int_t^T e^{-rho (s-t)} r(s, X_s, a_s) ds + e^{-rho (T-t)} g(X_T)].
 
     The maps take time first: ``drift(t, x, a)`` (B, d), ``diffusion(t, x, a)`` (B, d, m),
     ``reward(t, x, a)`` (B, 1), ``terminal_reward(x)`` (B, 1); ``t`` is a float or a (B, 1) tensor.
