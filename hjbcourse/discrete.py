@@ -1,2 +1,260 @@
-"""(being written)"""
-__all__: list[str] = []
+"""Discrete-time dynamic programming (book: chapter "The Bellman equation").
+
+Finite Markov decision processes solved by value iteration and policy iteration, and the discrete-time LQR
+with time step h, whose discrete Riccati equation tends to the continuous discounted one as h -> 0.
+
+Conventions: rewards are maximised; a finite MDP has transition probabilities ``P`` (S, A, S) with
+P[s, a, s'] = P(s' | s, a), one-step rewards ``R`` (S, A) and a discount factor ``gamma`` in (0, 1).
+Values are (S,) float64 tensors and deterministic policies (S,) integer tensors of action indices.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from .runtime import make_generator
+from .training import History, check_finite
+
+__all__ = [
+    "FiniteMDP",
+    "random_mdp",
+    "bellman_operator",
+    "mdp_policy_evaluation",
+    "mdp_value_iteration",
+    "mdp_policy_iteration",
+    "DynamicProgrammingResult",
+    "DiscreteLQRSolution",
+    "solve_discrete_lqr",
+    "discrete_riccati_residual",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Finite MDPs
+# ---------------------------------------------------------------------------------------------------------
+class FiniteMDP:
+    """A finite MDP: ``P`` (S, A, S) transition probabilities, ``R`` (S, A) rewards, discount ``gamma``.
+
+    Rows P[s, a, :] must be probability vectors; ``gamma`` must lie in (0, 1) so the Bellman operator is a
+    gamma-contraction in the sup norm. Inputs are converted to float64 tensors.
+    """
+
+    def __init__(self, P, R, gamma: float):
+        P = torch.as_tensor(np.asarray(P.detach().cpu() if isinstance(P, torch.Tensor) else P, dtype=np.float64))
+        R = torch.as_tensor(np.asarray(R.detach().cpu() if isinstance(R, torch.Tensor) else R, dtype=np.float64))
+        if P.ndim != 3 or P.shape[0] != P.shape[2]:
+            raise ValueError(f"P must have shape (S, A, S), got {tuple(P.shape)}")
+        S, A = P.shape[0], P.shape[1]
+        if tuple(R.shape) != (S, A):
+            raise ValueError(f"R must have shape ({S}, {A}) to match P, got {tuple(R.shape)}")
+        if not bool(torch.isfinite(P).all()) or not bool(torch.isfinite(R).all()):
+            raise ValueError("P and R must be finite")
+        if bool((P < 0).any()) or not torch.allclose(P.sum(-1), torch.ones(S, A, dtype=torch.float64), atol=1e-9):
+            raise ValueError("P must hold probabilities: non-negative, each P[s, a, :] summing to 1")
+        if isinstance(gamma, bool) or not (0.0 < float(gamma) < 1.0):
+            raise ValueError(f"gamma must lie in (0, 1), got {gamma!r}")
+        self.P, self.R, self.gamma = P, R, float(gamma)
+
+    @property
+    def n_states(self) -> int:
+        return self.P.shape[0]
+
+    @property
+    def n_actions(self) -> int:
+        return self.P.shape[1]
+
+    def q_values(self, V: torch.Tensor) -> torch.Tensor:
+        """(S,) -> (S, A): Q(s, a) = R(s, a) + gamma sum_s' P(s' | s, a) V(s')."""
+        return self.R + self.gamma * self.P @ V
+
+    def __repr__(self) -> str:
+        return f"FiniteMDP(n_states={self.n_states}, n_actions={self.n_actions}, gamma={self.gamma})"
+
+
+def random_mdp(n_states: int = 20, n_actions: int = 3, gamma: float = 0.9, branching: int = 3,
+               seed: int | torch.Generator | None = 0) -> FiniteMDP:
+    """A random MDP: from each (s, a) the chain moves to ``branching`` random states with random
+    probabilities; rewards are standard normal. The same seed gives the same MDP."""
+    for name, v in (("n_states", n_states), ("n_actions", n_actions), ("branching", branching)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if branching > n_states:
+        raise ValueError(f"branching must be at most n_states={n_states}, got {branching}")
+    g = make_generator(seed, "cpu")
+    P = torch.zeros(n_states, n_actions, n_states, dtype=torch.float64)
+    for s in range(n_states):
+        for a in range(n_actions):
+            nxt = torch.randperm(n_states, generator=g)[:branching]
+            w = torch.rand(branching, generator=g, dtype=torch.float64) + 0.1
+            P[s, a, nxt] = w / w.sum()
+    R = torch.randn(n_states, n_actions, generator=g, dtype=torch.float64)
+    return FiniteMDP(P, R, gamma)
+
+
+def bellman_operator(mdp: FiniteMDP, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S,) -> ((S,), (S,)): (T V)(s) = max_a {R(s, a) + gamma E[V(s') | s, a]} and a greedy policy."""
+    V = _check_values(mdp, V)
+    Q = mdp.q_values(V)
+    TV, pi = Q.max(dim=1)
+    return TV, pi
+
+
+def mdp_policy_evaluation(mdp: FiniteMDP, policy: torch.Tensor) -> torch.Tensor:
+    """(S,) integer actions -> (S,): V^pi solving the linear Bellman equation (I - gamma P_pi) V = R_pi."""
+    pi = _check_policy(mdp, policy)
+    idx = torch.arange(mdp.n_states)
+    P_pi = mdp.P[idx, pi]  # (S, S)
+    R_pi = mdp.R[idx, pi]
+    return torch.linalg.solve(torch.eye(mdp.n_states, dtype=torch.float64) - mdp.gamma * P_pi, R_pi)
+
+
+@dataclass
+class DynamicProgrammingResult:
+    """What value or policy iteration returns: the values ``V`` (S,), a greedy ``policy`` (S,), the number of
+    ``iterations``, every iterate ``values`` (iterations + 1, S) (the first is the starting guess), and a
+    ``history`` with ``change`` = sup |V_{k+1} - V_k| (and ``policy_changes`` for policy iteration)."""
+
+    V: torch.Tensor
+    policy: torch.Tensor
+    iterations: int
+    values: torch.Tensor
+    history: History
+    converged: bool
+
+    def errors(self, V_star: torch.Tensor) -> torch.Tensor:
+        """(iterations + 1,): sup |V_k - V*| along the iterates."""
+        return (self.values - V_star.reshape(1, -1)).abs().max(dim=1).values
+
+
+def mdp_value_iteration(mdp: FiniteMDP, V0=None, tol: float = 1e-10, max_iter: int = 10_000) -> DynamicProgrammingResult:
+    """Iterate V_{k+1} = T V_k from V0 (default 0) until sup |V_{k+1} - V_k| <= tol (1 - gamma) / gamma,
+    which guarantees sup |V_{k+1} - V*| <= tol (the contraction bound)."""
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol!r}")
+    V = torch.zeros(mdp.n_states, dtype=torch.float64) if V0 is None else _check_values(mdp, V0).clone()
+    stop = tol * (1 - mdp.gamma) / mdp.gamma
+    values, hist, converged = [V], History(), False
+    it = 0
+    for it in range(1, max_iter + 1):
+        V_new, pi = bellman_operator(mdp, V)
+        check_finite(V_new, "V", it)
+        change = float((V_new - V).abs().max())
+        hist.log(it, change=change)
+        V = V_new
+        values.append(V)
+        if change <= stop:
+            converged = True
+            break
+    _, pi = bellman_operator(mdp, V)
+    return DynamicProgrammingResult(V=V, policy=pi, iterations=it, values=torch.stack(values), history=hist,
+                                    converged=converged)
+
+
+def mdp_policy_iteration(mdp: FiniteMDP, policy0=None, max_iter: int = 1_000) -> DynamicProgrammingResult:
+    """Howard's policy iteration: evaluate pi_k exactly, improve greedily; stops when the policy repeats
+    (after finitely many steps: there are finitely many policies and each step improves the value)."""
+    pi = torch.zeros(mdp.n_states, dtype=torch.long) if policy0 is None else _check_policy(mdp, policy0).clone()
+    V = mdp_policy_evaluation(mdp, pi)
+    values, hist, converged = [V], History(), False
+    it = 0
+    for it in range(1, max_iter + 1):
+        Q = mdp.q_values(V)
+        # Keep the current action on ties, so that the loop stops instead of cycling between equal actions.
+        best = Q.max(dim=1).values
+        keep = Q.gather(1, pi.unsqueeze(1)).squeeze(1) >= best - 1e-12 * (1 + best.abs())
+        new_pi = torch.where(keep, pi, Q.argmax(dim=1))
+        changed = int((new_pi != pi).sum())
+        V_new = mdp_policy_evaluation(mdp, new_pi)
+        check_finite(V_new, "V", it)
+        hist.log(it, change=float((V_new - V).abs().max()), policy_changes=changed)
+        pi, V = new_pi, V_new
+        values.append(V)
+        if changed == 0:
+            converged = True
+            break
+    return DynamicProgrammingResult(V=V, policy=pi, iterations=it, values=torch.stack(values), history=hist,
+                                    converged=converged)
+
+
+def _check_values(mdp: FiniteMDP, V) -> torch.Tensor:
+    V = torch.as_tensor(V, dtype=torch.float64)
+    if tuple(V.shape) != (mdp.n_states,):
+        raise ValueError(f"V must have shape ({mdp.n_states},), got {tuple(V.shape)}")
+    return V
+
+
+def _check_policy(mdp: FiniteMDP, policy) -> torch.Tensor:
+    pi = torch.as_tensor(policy)
+    if tuple(pi.shape) != (mdp.n_states,) or pi.is_floating_point():
+        raise ValueError(f"policy must be an integer tensor of shape ({mdp.n_states},), got {tuple(pi.shape)} {pi.dtype}")
+    if bool((pi < 0).any()) or bool((pi >= mdp.n_actions).any()):
+        raise ValueError(f"policy entries must be action indices in [0, {mdp.n_actions}), got {pi.tolist()}")
+    return pi.long()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The discrete-time LQR with time step h
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DiscreteLQRSolution:
+    """V_h(x) = -1/2 x'P x - c and a_h(x) = -K x for the time-step-h LQR (book: chapter 1, eq. (ch1-dare))."""
+
+    P: torch.Tensor
+    K: torch.Tensor
+    c: float
+    h: float
+    gamma: float
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, 1)."""
+        P = self.P.to(x)
+        return -0.5 * ((x @ P) * x).sum(-1, keepdim=True) - self.c
+
+    def policy(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, k)."""
+        return -x @ self.K.to(x).T
+
+
+def _discrete_data(problem, h):
+    if isinstance(h, bool) or not (isinstance(h, (int, float, np.floating)) and math.isfinite(h) and h > 0):
+        raise ValueError(f"h must be a positive number, got {h!r}")
+    A, B, Q, R, D = (M.numpy() for M in (problem.A, problem.B, problem.Q, problem.R, problem.D))
+    d = A.shape[0]
+    gamma = math.exp(-problem.rho * h)
+    Ad, Bd = np.eye(d) + h * A, h * B
+    return Ad, Bd, h * Q, h * R, D, gamma
+
+
+def solve_discrete_lqr(problem, h: float) -> DiscreteLQRSolution:
+    """The LQR of a :class:`~hjbcourse.StochasticLQR` sampled with time step h.
+
+    x_{n+1} = x_n + h (A x_n + B a_n) + sqrt(h) D xi_n, xi_n ~ N(0, I); reward h r(x, a); discount
+    gamma = e^{-rho h}. The quadratic ansatz V = -1/2 x'Px - c in the Bellman equation gives the discounted
+    discrete Riccati equation (scipy's DARE on sqrt(gamma) (I + hA), sqrt(gamma) hB, hQ, hR)
+
+        P = hQ + gamma Ad'P Ad - gamma^2 Ad'P Bd (hR + gamma Bd'P Bd)^{-1} Bd'P Ad,
+
+    K = gamma (hR + gamma Bd'P Bd)^{-1} Bd'P Ad and c = gamma h Tr(D D'P) / (2 (1 - gamma)).
+    """
+    Ad, Bd, Qh, Rh, D, gamma = _discrete_data(problem, h)
+    sg = math.sqrt(gamma)
+    try:
+        P = scipy.linalg.solve_discrete_are(sg * Ad, sg * Bd, Qh, Rh)
+    except (np.linalg.LinAlgError, ValueError) as e:
+        raise ValueError(f"the discrete Riccati equation has no stabilising solution for h={h}: {e}") from e
+    P = 0.5 * (P + P.T)
+    K = gamma * np.linalg.solve(Rh + gamma * Bd.T @ P @ Bd, Bd.T @ P @ Ad)
+    c = gamma * h * float(np.trace(D @ D.T @ P)) / (2 * (1 - gamma))
+    return DiscreteLQRSolution(P=torch.from_numpy(P), K=torch.from_numpy(K), c=c, h=float(h), gamma=gamma)
+
+
+def discrete_riccati_residual(problem, h: float, P) -> np.ndarray:
+    """The residual of the discounted discrete Riccati equation at P (zero at the solution)."""
+    Ad, Bd, Qh, Rh, _, gamma = _discrete_data(problem, h)
+    P = np.asarray(P, dtype=np.float64)
+    G = Rh + gamma * Bd.T @ P @ Bd
+    return Qh + gamma * Ad.T @ P @ Ad - gamma ** 2 * Ad.T @ P @ Bd @ np.linalg.solve(G, Bd.T @ P @ Ad) - P
