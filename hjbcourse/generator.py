@@ -4,12 +4,12 @@
 
 with three interchangeable ways to compute the second-order term:
 
-``"autograd"``    the textbook loop: one backward pass per row of the Hessian (d passes), then Tr(S S^T H).
-``"forward"``     exact and faster in d: a forward-Laplacian pass (``V.forward_laplacian``, see :mod:`.nets`)
-                  that propagates the directions f, s_1..s_m through the network. For a callable without it,
-                  Hessian-vector products along the m columns of S (m backward passes) are used instead.
-``"hutchinson"``  unbiased: Tr(S S^T H) = E[z' S' H S z] with Rademacher z in R^m, averaged over
-                  ``n_probes`` probes; its cost does not grow with d.
+- ``"autograd"``: the textbook loop, one backward pass per row of the Hessian (d passes), then Tr(S S^T H).
+- ``"forward"``: exact and faster in d, a forward-Laplacian pass (``V.forward_laplacian``, see
+  :mod:`hjbcourse.nets`) that propagates the directions f, s_1..s_m through the network. For a callable
+  without it, Hessian-vector products along the m columns of S (m backward passes) are used instead.
+- ``"hutchinson"``: unbiased, Tr(S S^T H) = E[z' S' H S z] with Rademacher z in R^m, averaged over
+  ``n_probes`` probes; its cost does not grow with d.
 """
 from __future__ import annotations
 

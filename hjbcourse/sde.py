@@ -3,12 +3,12 @@ accumulating the discounted running reward int_0^T e^{-rho t} r(X_t, a_t) dt alo
 
 Schemes (book: chapter "Policy iteration", section on the time-step bias):
 
-``"euler"``     Euler–Maruyama: strong order 1/2 (1 for additive noise), weak order 1; left-point rewards.
-``"milstein"``  derivative-free Milstein (Kloeden & Platen, sec. 11.1) for commutative noise (additive,
-                diagonal or one-dimensional noise): strong order 1; trapezoidal rewards.
-``"weak2"``     Platen's explicit weak order-2 scheme (Kloeden & Platen, sec. 15.1) for additive noise or a
-                single noise dimension, with trapezoidal rewards: the time-step bias of expectations (such as
-                the Feynman–Kac value) falls like dt^2.
+- ``"euler"``: Euler–Maruyama, strong order 1/2 (1 for additive noise), weak order 1; left-point rewards.
+- ``"milstein"``: derivative-free Milstein (Kloeden & Platen, sec. 11.1) for commutative noise (additive,
+  diagonal or one-dimensional noise), strong order 1; trapezoidal rewards.
+- ``"weak2"``: Platen's explicit weak order-2 scheme (Kloeden & Platen, sec. 15.1) for additive noise or a
+  single noise dimension, with trapezoidal rewards: the time-step bias of expectations (such as the
+  Feynman–Kac value) falls like dt^2.
 """
 from __future__ import annotations
 
