@@ -29,8 +29,8 @@ notebooks: install
 	$(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider book
 
 strict-book: install
-	sed 's/^  execute_notebooks: force.*/  execute_notebooks: "off"/' _config.yml > $(VENV)/_config_noexec.yml
-	$(BIN)/jupyter-book build . -W -n --keep-going --config $(VENV)/_config_noexec.yml
+	sed 's/^  execute_notebooks: force.*/  execute_notebooks: "off"/' _config.yml > .config_noexec.yml
+	$(BIN)/jupyter-book build . -W -n --keep-going --config .config_noexec.yml
 
 benchmarks: install
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
