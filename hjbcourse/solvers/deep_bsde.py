@@ -1,2 +1,286 @@
-"""(being written)"""
-__all__: list[str] = []
+"""The deep BSDE method of Han, Jentzen and E (book: chapter "High dimensions").
+
+For a semilinear parabolic equation  u_t + 1/2 sigma^2 Lap u = F(u, sigma grad u),  u(T, .) = g,  along the
+uncontrolled forward process X_t = X_0 + sigma W_t Ito's formula gives the backward SDE
+
+    Y_t = u(t, X_t),   Z_t = sigma grad u(t, X_t),   dY_t = F(Y_t, Z_t) dt + Z_t . dW_t,   Y_T = g(X_T).
+
+On a grid t_n = n T / N the method guesses Y_0 = u(0, X_0) and Z_{t_n} = Z_theta(t_n, X_{t_n}), rolls the
+Euler step  Y_{n+1} = Y_n + F(Y_n, Z_n) dt + Z_n . (W_{t_{n+1}} - W_{t_n})  forward and trains everything by
+minimising the terminal mismatch E|Y_N - g(X_N)|^2. The minimum is zero only for the true (u, grad u), up to
+the O(dt) error of the Euler step.
+
+Design (explained in the chapter): the forward process does not depend on the networks, so the whole path
+is drawn first and Z_theta is evaluated on all N x B points (t_n, X_{t_n}) in one batched call; a single
+time-conditioned network replaces the paper's N per-step subnetworks. u(0, .) is one learned number when
+``x0_radius == 0`` (the point x0 = 0) and a small network over the ball |x| <= ``x0_radius`` otherwise.
+The problem supplies ``bsde_sigma``, ``bsde_driver(t, x, y, z)`` (F), ``terminal_cost(x)`` (g),
+``sample_initial_states(n, radius, generator, dtype, device)`` and ``optimal_action(t, x, grad_u)``
+(see :class:`hjbcourse.HighDimLQG`); the exact solution is never used by the solver.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..nets import MLP
+from ..runtime import make_generator, progress
+from ..training import History, SolverConfig, check_finite
+
+__all__ = ["DeepBSDEConfig", "DeepBSDE", "DeepBSDESolution"]
+
+
+@dataclass(frozen=True)
+class DeepBSDEConfig(SolverConfig):
+    """Settings of :class:`DeepBSDE`.
+
+    ``num_steps`` N time steps; ``iterations`` Adam steps on batches of ``batch_size`` paths; the learning
+    rate decays geometrically from ``lr`` to ``lr_final``; Z_theta(t, x) has ``depth`` hidden layers of
+    ``width`` units (``activation``) plus, with ``linear_skip``, an affine map of (t, x); ``x0_radius`` > 0
+    learns u(0, x) on |x| <= x0_radius with a network of
+    ``value_width`` units, 0 learns u(0, 0) only. ``log_every`` sets how often the history records a row
+    (the loss on a fixed validation batch of ``valid_size`` paths and the current u(0, 0)).
+    """
+
+    num_steps: int = 20
+    iterations: int = 2000
+    batch_size: int = 256
+    width: int = 128
+    depth: int = 2
+    activation: str = "tanh"
+    linear_skip: bool = True
+    lr: float = 5e-3
+    lr_final: float = 5e-5
+    x0_radius: float = 0.0
+    value_width: int = 32
+    valid_size: int = 2048
+    refit_size: int = 16384
+    log_every: int = 50
+
+    PRESETS: ClassVar[dict] = {
+        "quick": {"num_steps": 20, "iterations": 300, "batch_size": 128, "width": 64, "lr": 1e-2, "lr_final": 1e-4,
+                  "refit_size": 8192},
+        "full": {"num_steps": 40, "iterations": 3000, "batch_size": 256, "width": 128},
+    }
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("num_steps", "iterations", "batch_size", "width", "depth", "value_width", "valid_size",
+                     "refit_size", "log_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("lr", "lr_final"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if not (isinstance(self.x0_radius, (int, float)) and math.isfinite(self.x0_radius) and self.x0_radius >= 0):
+            raise ValueError(f"x0_radius must be a non-negative number, got {self.x0_radius!r}")
+        if self.activation not in ("tanh", "softplus", "silu"):
+            raise ValueError(f"activation must be 'tanh', 'softplus' or 'silu', got {self.activation!r}")
+
+
+class _Model(nn.Module):
+    """u(0, .) (a number or a small network) and the time-conditioned Z_theta(t, x)."""
+
+    def __init__(self, problem, cfg: DeepBSDEConfig, y0_guess: float):
+        super().__init__()
+        d, T = problem.state_dim, problem.T
+        spread = cfg.x0_radius + 2.0 * problem.bsde_sigma * math.sqrt(T)  # a few standard deviations of X
+        self.z = MLP(d + 1, d, width=cfg.width, depth=cfg.depth, activation=cfg.activation,
+                     in_low=[0.0] + [-spread] * d, in_high=[T] + [spread] * d)
+        # an affine shortcut beside the network: the gradient of a smooth function is close to affine in x
+        # locally, and a d -> d linear map is costly for a tanh network to learn through a few layers
+        self.skip = nn.Linear(d + 1, d) if cfg.linear_skip else None
+        self.register_buffer("in_scale", torch.tensor([1.0 / T] + [1.0 / spread] * d))
+        self.out_scale = 1.0 / math.sqrt(d)  # keeps |Z| of order one at initialisation whatever d
+        # Z starts at zero: the first roll-outs are then plain Monte Carlo of g(X_T), not noise from a
+        # random network multiplied into d Brownian increments
+        for layer in (self.z.out, self.skip):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        self.pointwise = cfg.x0_radius == 0.0
+        if self.pointwise:
+            self.y0 = nn.Parameter(torch.tensor(float(y0_guess)))
+        else:
+            r = cfg.x0_radius
+            self.u0 = MLP(d, 1, width=cfg.value_width, depth=2, activation=cfg.activation,
+                          in_low=[-r] * d, in_high=[r] * d, out_shift=y0_guess)
+
+    def initial_value(self, x0: torch.Tensor) -> torch.Tensor:
+        if self.pointwise:
+            return self.y0.expand(x0.shape[0], 1)
+        return self.u0(x0)
+
+    def gradient_term(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1), (B, d) -> (B, d): Z_theta(t, x), the estimate of sigma grad u."""
+        tx = torch.cat([t, x], dim=1)
+        z = self.z(tx)
+        if self.skip is not None:
+            z = z + self.skip(tx * self.in_scale)
+        return self.out_scale * z
+
+
+@dataclass
+class DeepBSDESolution:
+    """What :meth:`DeepBSDE.solve` returns: ``u0`` = learned u(0, 0) (cost convention, like the paper),
+    ``value(0, x)`` where u(0, .) was learned, ``gradient(t, x)`` and ``policy(t, x)`` from Z_theta,
+    the ``history`` of diagnostics and the training time ``seconds``.
+
+    When u(0, .) is learned at the origin only, ``u0`` is the minimiser of the loss in y0 with Z_theta frozen
+    (a Monte Carlo mean over fresh paths, standard error ``u0_stderr``) and ``u0_sgd`` the last iterate of
+    Adam; over a region, ``u0`` is the network's value at the origin."""
+
+    problem: object
+    config: DeepBSDEConfig
+    model: _Model
+    history: History
+    u0: float
+    seconds: float
+    u0_sgd: float = math.nan
+    u0_stderr: float = math.nan
+
+    def _check_t(self, t) -> float:
+        t = float(t)
+        if not 0.0 <= t <= self.problem.T:
+            raise ValueError(f"t must lie in [0, T] = [0, {self.problem.T}], got {t}")
+        return t
+
+    @torch.no_grad()
+    def value(self, t, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, 1): the learned cost-to-go u(0, x); defined at t = 0 only, on |x| <= x0_radius."""
+        if float(t) != 0.0:
+            raise ValueError(f"t must be 0: the deep BSDE method learns u at the initial time only, got t={t}")
+        self.problem.check_state(x)
+        r = self.config.x0_radius
+        norms = x.detach().to(torch.float64).norm(dim=1)
+        if bool((norms > r + 1e-6).any()):
+            raise ValueError(f"x must lie in the ball |x| <= x0_radius = {r} where u(0, .) was learned; "
+                             f"got |x| up to {float(norms.max()):.4g}")
+        p = next(self.model.parameters())
+        return self.model.initial_value(x.to(p)).detach().to(x)
+
+    @torch.no_grad()
+    def gradient(self, t, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, d): grad u(t, x) = Z_theta(t, x) / sigma."""
+        t = self._check_t(t)
+        self.problem.check_state(x)
+        p = next(self.model.parameters())
+        xx = x.to(p)
+        tt = torch.full((x.shape[0], 1), t, dtype=p.dtype, device=p.device)
+        return (self.model.gradient_term(tt, xx) / self.problem.bsde_sigma).to(x)
+
+    def policy(self, t, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, k): the control the learned gradient prescribes (problem.optimal_action)."""
+        return self.problem.optimal_action(t, x, self.gradient(t, x))
+
+
+class DeepBSDE:
+    """``DeepBSDE(problem, config).solve()`` -> :class:`DeepBSDESolution` (module docstring for the method)."""
+
+    REQUIRED = ("bsde_sigma", "bsde_driver", "terminal_cost", "sample_initial_states", "optimal_action", "T",
+                "state_dim")
+
+    def __init__(self, problem, config: DeepBSDEConfig | None = None):
+        missing = [n for n in self.REQUIRED if not hasattr(problem, n)]
+        if missing:
+            raise ValueError(f"problem must provide a backward-SDE form ({', '.join(self.REQUIRED)}); "
+                             f"{type(problem).__name__} lacks {', '.join(missing)}")
+        if config is None:
+            config = DeepBSDEConfig()
+        if not isinstance(config, DeepBSDEConfig):
+            raise ValueError(f"config must be a DeepBSDEConfig, got {type(config).__name__}")
+        self.problem = problem
+        self.cfg = config
+
+    def _paths(self, n: int, g: torch.Generator):
+        """Draw n paths: X (N+1, n, d) and the increments dW (N, n, d), on the config's device and dtype."""
+        cfg, p = self.cfg, self.problem
+        N, d = cfg.num_steps, p.state_dim
+        dt = p.T / N
+        x0 = p.sample_initial_states(n, cfg.x0_radius, generator=g, dtype=torch.float64)
+        dW = torch.randn(N, n, d, generator=g, dtype=torch.float64) * math.sqrt(dt)
+        X = torch.cat([x0.unsqueeze(0), x0.unsqueeze(0) + p.bsde_sigma * dW.cumsum(0)])
+        kw = dict(dtype=cfg.torch_dtype, device=cfg.torch_device)
+        return X.to(**kw), dW.to(**kw)
+
+    def _mismatch(self, model: _Model, X: torch.Tensor, dW: torch.Tensor) -> torch.Tensor:
+        """(N+1, B, d), (N, B, d) -> (B, 1): Y_N - g(X_N) after the Euler roll-out of the backward SDE."""
+        p = self.problem
+        N, B, d = dW.shape
+        dt = p.T / N
+        t = torch.arange(N, dtype=X.dtype, device=X.device) * dt
+        tt = t.repeat_interleave(B).unsqueeze(1)                      # (N*B, 1)
+        xx = X[:-1].reshape(N * B, d)
+        Z = model.gradient_term(tt, xx)                               # every step in one call
+        y = model.initial_value(X[0])                                 # (B, 1)
+        # the driver may depend on Y, so the roll-out stays sequential in it; each step is cheap
+        Zs = Z.reshape(N, B, d)
+        for n in range(N):
+            y = y + p.bsde_driver(t[n].item(), X[n], y, Zs[n]) * dt + (Zs[n] * dW[n]).sum(-1, keepdim=True)
+        return y - p.terminal_cost(X[-1])
+
+    def solve(self) -> DeepBSDESolution:
+        cfg, p = self.cfg, self.problem
+        torch.manual_seed(cfg.seed)
+        g = make_generator(cfg.seed, "cpu")
+        start = time.perf_counter()
+        # the first guess for u(0, .) is the cost of not steering, E g(X_T), from one batch of paths
+        X, _ = self._paths(cfg.batch_size, g)
+        y0_guess = float(p.terminal_cost(X[-1].to(torch.float64)).mean())
+        model = _Model(p, cfg, y0_guess).to(dtype=cfg.torch_dtype, device=cfg.torch_device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        decay = (cfg.lr_final / cfg.lr) ** (1.0 / max(cfg.iterations - 1, 1))
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=decay)
+        Xv, dWv = self._paths(cfg.valid_size, make_generator(cfg.seed + 1, "cpu"))
+        origin = torch.zeros(1, p.state_dim, dtype=cfg.torch_dtype, device=cfg.torch_device)
+        history = History()
+        bar = progress(range(cfg.iterations), total=cfg.iterations, desc=f"deep BSDE d={p.state_dim}",
+                       enabled=cfg.progress)
+        for it in bar:
+            X, dW = self._paths(cfg.batch_size, g)
+            loss = self._mismatch(model, X, dW).pow(2).mean()
+            check_finite(loss, "loss", it)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if it % cfg.log_every == 0 or it == cfg.iterations - 1:
+                with torch.no_grad():
+                    valid = self._mismatch(model, Xv, dWv).pow(2).mean()
+                    u0 = float(model.initial_value(origin))
+                check_finite(valid, "validation loss", it)
+                history.log(it, loss=loss, valid_loss=valid, u0=u0, lr=opt.param_groups[0]["lr"],
+                            seconds=time.perf_counter() - start)
+        u0_sgd = float(model.initial_value(origin).detach())
+        u0, stderr = u0_sgd, math.nan
+        if model.pointwise:
+            u0, stderr = self._refit(model, make_generator(cfg.seed + 2, "cpu"))
+            with torch.no_grad():
+                model.y0.fill_(u0)
+        model.eval()
+        return DeepBSDESolution(p, cfg, model, history, u0, time.perf_counter() - start, u0_sgd, stderr)
+
+    @torch.no_grad()
+    def _refit(self, model: _Model, g: torch.Generator) -> tuple[float, float]:
+        """The loss's minimiser in y0 with Z_theta frozen, E[g(X_N) - sum F dt - sum Z dW], on fresh paths.
+
+        The last iterate of Adam wanders around that minimiser by about lr times the gradient noise; the
+        mean over ``refit_size`` paths removes that wander, and its standard error is reported.
+        """
+        chunks = []
+        left = self.cfg.refit_size
+        while left > 0:
+            n = min(left, 4096)
+            X, dW = self._paths(n, g)
+            y0 = model.initial_value(X[0])
+            chunks.append((y0 - self._mismatch(model, X, dW)).to(torch.float64))
+            left -= n
+        est = torch.cat(chunks)
+        return float(est.mean()), float(est.std() / math.sqrt(est.shape[0]))

@@ -1,0 +1,231 @@
+"""The Han-Jentzen-E problem, its Cole-Hopf solution, and the deep BSDE solver (chapter "High dimensions")."""
+import math
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+from scipy import integrate, stats
+
+import hjbcourse as hjb
+from hjbcourse.derivations import cole_hopf_heat_check, cole_hopf_residual, lqg_hamiltonian_minimum
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _point(d, r, dtype=torch.float64):
+    """A point at distance r from the origin, spread over the coordinates."""
+    x = torch.linspace(1.0, 2.0, d, dtype=dtype).unsqueeze(0)
+    return r * x / x.norm()
+
+
+def _adaptive_reference(d, tau, r2, lam):
+    """u by scipy's adaptive quad against the noncentral chi-square density: independent of the package."""
+    nc = r2 / (2 * tau)
+    dist = stats.ncx2(d, nc) if nc > 0 else stats.chi2(d)
+    m, sd = d + nc, math.sqrt(2 * (d + 2 * nc))
+    cuts = [0.0, max(0.0, m - 10 * sd), m + 20 * sd, math.inf]
+    f = lambda s: ((1 + 2 * tau * s) / 2) ** (-lam) * dist.pdf(s)  # noqa: E731
+    w = sum(integrate.quad(f, a, b, epsabs=0, epsrel=1e-13, limit=500)[0] for a, b in zip(cuts, cuts[1:]) if b > a)
+    return -math.log(w) / lam
+
+
+def test_published_value_at_the_origin():
+    p = hjb.HighDimLQG(dim=100, T=1.0, lam=1.0)
+    u = p.exact_value(0.0, torch.zeros(1, 100, dtype=torch.float64))
+    assert u.shape == (1, 1)
+    assert abs(float(u) - 4.5901617) < 1e-7, float(u)
+
+
+@pytest.mark.parametrize("d,t,r,lam", [(1, 0.0, 0.0, 1.0), (1, 0.99, 1.0, 1.0), (2, 0.5, 0.3, 2.0),
+                                       (10, 0.0, 2.0, 1.0), (50, 0.7, 5.0, 0.5), (100, 0.0, 1.5, 1.0)])
+def test_quadrature_against_adaptive_reference(d, t, r, lam):
+    p = hjb.HighDimLQG(d, T=1.0, lam=lam)
+    u = float(p.exact_value(t, _point(d, r)))
+    ref = _adaptive_reference(d, 1.0 - t, r * r, lam)
+    assert abs(u - ref) <= 1e-9 * max(1.0, abs(ref)), (u, ref)
+
+
+def test_one_dimension_against_a_gaussian_integral():
+    """In d = 1 the expectation is an integral against the normal density: no chi-square law involved."""
+    lam = 1.5
+    p = hjb.HighDimLQG(1, T=1.0, lam=lam)
+    for x in (0.0, 0.4, 1.7):
+        f = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi) * ((1 + (x + math.sqrt(2) * z) ** 2) / 2) ** (-lam)  # noqa: E731
+        ref = -math.log(integrate.quad(f, -np.inf, np.inf, epsabs=0, epsrel=1e-13, limit=500)[0]) / lam
+        u = float(p.exact_value(0.0, torch.tensor([[x]], dtype=torch.float64)))
+        assert abs(u - ref) < 1e-10, (x, u, ref)
+
+
+def test_monte_carlo_of_the_expectation():
+    """u = -(1/lam) ln E exp(-lam g(x + sqrt(2) W_{T-t})) by plain Monte Carlo, within 4 standard errors."""
+    p = hjb.HighDimLQG(10, T=1.0, lam=1.0)
+    g = torch.Generator().manual_seed(0)
+    n = 400_000
+    for t, r in ((0.0, 0.0), (0.5, 2.0)):
+        x = _point(10, r)
+        y = x + math.sqrt(2 * (1.0 - t)) * torch.randn(n, 10, generator=g, dtype=torch.float64)
+        h = torch.exp(-p.terminal_cost(y))
+        mc = -math.log(float(h.mean()))
+        se = float(h.std()) / math.sqrt(n) / float(h.mean())     # delta method for -ln(mean)
+        u = float(p.exact_value(t, x))
+        assert abs(u - mc) < 4 * se, (t, r, u, mc, se)
+
+
+def test_terminal_condition_and_dtype():
+    p = hjb.HighDimLQG(5)
+    x = torch.randn(7, 5, dtype=torch.float64)
+    assert torch.allclose(p.exact_value(1.0, x), p.terminal_cost(x), rtol=0, atol=1e-14)
+    assert p.exact_value(0.2, x.float()).dtype == torch.float32
+
+
+def test_gradient_against_finite_differences():
+    p = hjb.HighDimLQG(20)
+    x = _point(20, 1.3)
+    grad = p.exact_gradient(0.4, x)
+    h = 1e-5
+    for i in (0, 7, 19):
+        e = torch.zeros_like(x)
+        e[0, i] = h
+        fd = float(p.exact_value(0.4, x + e) - p.exact_value(0.4, x - e)) / (2 * h)
+        assert abs(fd - float(grad[0, i])) < 1e-8, (i, fd, float(grad[0, i]))
+
+
+@pytest.mark.parametrize("d,lam", [(1, 1.0), (10, 2.0), (100, 1.0)])
+def test_exact_value_solves_the_hjb(d, lam):
+    """u_t + Lap u - lam |grad u|^2 = 0, checked by finite differences of the quadrature (radial form:
+    with u = U(t, q), q = |x|^2, Lap u = 2 d U_q + 4 q U_qq and |grad u|^2 = 4 q U_q^2)."""
+    p = hjb.HighDimLQG(d, T=1.0, lam=lam)
+    t, q, h = 0.4, 1.7, 1e-3
+
+    def U(tt, qq):
+        return float(p.exact_value(tt, _point(d, math.sqrt(qq))))
+
+    U_t = (U(t + h, q) - U(t - h, q)) / (2 * h)
+    U_q = (U(t, q + h) - U(t, q - h)) / (2 * h)
+    U_qq = (U(t, q + h) - 2 * U(t, q) + U(t, q - h)) / h ** 2
+    residual = U_t + 2 * d * U_q + 4 * q * U_qq - lam * 4 * q * U_q ** 2
+    assert abs(residual) < 1e-5, residual
+
+
+def test_problem_maps_give_the_hamiltonian():
+    """With the package's maps (reward -|a|^2, drift 2 sqrt(lam) a, diffusion sqrt(2) I), the maximised
+    Hamiltonian of V = -u is lam |grad u|^2 at a* = -sqrt(lam) grad u, and Tr(S S') / 2 = d."""
+    d, lam = 6, 2.0
+    p = hjb.HighDimLQG(d, lam=lam)
+    x = torch.randn(4, d, dtype=torch.float64)
+    grad_u = torch.randn(4, d, dtype=torch.float64)
+    a_star = p.optimal_action(0.0, x, grad_u)
+
+    def hamiltonian(a):  # r(a) + grad V . f(a), with grad V = -grad u
+        return p.reward(0.0, x, a) + (-grad_u * p.drift(0.0, x, a)).sum(-1, keepdim=True)
+
+    assert torch.allclose(hamiltonian(a_star), lam * (grad_u ** 2).sum(-1, keepdim=True), atol=1e-12)
+    assert bool((hamiltonian(a_star + 0.1 * torch.randn_like(a_star)) < hamiltonian(a_star)).all())
+    S = p.diffusion(0.0, x, a_star)
+    assert S.shape == (4, d, d)
+    assert torch.allclose(0.5 * torch.einsum("bij,bij->b", S, S), torch.full((4,), float(d), dtype=torch.float64))
+    assert torch.allclose(p.terminal_reward(x), -p.terminal_cost(x))
+    assert isinstance(p, hjb.FiniteHorizonProblem)
+    # the BSDE driver is lam |Z|^2 / 2 with Z = sqrt(2) grad u, i.e. lam |grad u|^2
+    z = p.bsde_sigma * grad_u
+    assert torch.allclose(p.bsde_driver(0.0, x, None, z), lam * (grad_u ** 2).sum(-1, keepdim=True))
+
+
+def test_cole_hopf_derivation():
+    m_star, minimum = lqg_hamiltonian_minimum()
+    p, lam = sp.symbols("p lambda")
+    assert sp.simplify(m_star + sp.sqrt(sp.Symbol("lambda", positive=True)) * sp.Symbol("p", real=True)) == 0
+    assert sp.simplify(minimum + sp.Symbol("lambda", positive=True) * sp.Symbol("p", real=True) ** 2) == 0
+    lhs, rhs = cole_hopf_residual()
+    assert sp.simplify(lhs - rhs) == 0
+    assert cole_hopf_heat_check() == 0
+
+
+def test_euler_bias_is_first_order():
+    p = hjb.HighDimLQG(10)
+    b10, b20 = p.euler_bias(5), p.euler_bias(10)
+    assert b10 > 0 and abs(b10 / b20 - 2.0) < 0.02, (b10, b20)
+    # the rate integrates to E g(X_T) - u(0, 0) (Riemann sums converge to it)
+    o = torch.zeros(1, 10, dtype=torch.float64)
+    gap = float(p.uncontrolled_cost(0.0, o) - p.exact_value(0.0, o))
+    assert gap > 0 and b20 < 0.11 * gap
+
+
+def test_bad_input_names_the_parameter():
+    with pytest.raises(ValueError, match="dim"):
+        hjb.HighDimLQG(dim=0)
+    with pytest.raises(ValueError, match="lam"):
+        hjb.HighDimLQG(dim=3, lam=-1.0)
+    with pytest.raises(ValueError, match="T"):
+        hjb.HighDimLQG(dim=3, T=0.0)
+    p = hjb.HighDimLQG(3)
+    with pytest.raises(ValueError, match="t must lie"):
+        p.exact_value(1.5, torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="x must have shape"):
+        p.exact_value(0.0, torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="num_steps"):
+        hjb.DeepBSDEConfig(num_steps=0)
+    with pytest.raises(ValueError, match="x0_radius"):
+        hjb.DeepBSDEConfig(x0_radius=-1.0)
+    with pytest.raises(ValueError, match="problem must provide"):
+        hjb.DeepBSDE(hjb.StochasticLQR.scalar(), hjb.DeepBSDEConfig())
+
+
+def _small_cfg(**kw):
+    base = dict(seed=0, progress=False, num_steps=10, iterations=150, batch_size=128, width=32,
+                valid_size=256, refit_size=4096, log_every=25, lr=1e-2, lr_final=1e-4)
+    base.update(kw)
+    return hjb.DeepBSDEConfig(**base)
+
+
+@pytest.fixture
+def one_thread():
+    """Small networks run faster on one thread than on two contended ones; restore afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_deep_bsde_captures_the_nonlinear_correction(device, one_thread):
+    """A short run (150 iterations, N = 10) in d = 5 must capture most of E g(X_T) - u(0, 0), the part of the
+    cost due to the nonlinear term (measured: about 75%; the Euler bias at N = 10 alone is about 11%)."""
+    d = 5
+    p = hjb.HighDimLQG(d)
+    o = torch.zeros(1, d, dtype=torch.float64)
+    exact = float(p.exact_value(0.0, o))
+    gap = float(p.uncontrolled_cost(0.0, o)) - exact
+    sol = hjb.DeepBSDE(p, _small_cfg(device=device)).solve()
+    assert abs(sol.u0 - exact) < 0.4 * gap, (sol.u0, exact, gap)
+    assert math.isfinite(sol.u0_stderr) and sol.u0_stderr < 0.01
+    assert len(sol.history) >= 6 and "valid_loss" in sol.history
+    assert sol.history["valid_loss"][-1] < sol.history["valid_loss"][0]
+    assert abs(float(sol.value(0.0, torch.zeros(1, d))) - sol.u0) < 1e-5
+    pol = sol.policy(0.5, torch.randn(3, d))
+    assert pol.shape == (3, d)
+    if device == "cpu":
+        again = hjb.DeepBSDE(p, _small_cfg(device=device)).solve()
+        assert again.u0 == sol.u0
+
+
+def test_deep_bsde_learns_a_region(one_thread):
+    p = hjb.HighDimLQG(10)
+    sol = hjb.DeepBSDE(p, _small_cfg(x0_radius=1.0, iterations=200)).solve()
+    x = p.sample_initial_states(64, 1.0, generator=3, dtype=torch.float64)
+    rel = ((sol.value(0.0, x.float()).double() - p.exact_value(0.0, x)) / p.exact_value(0.0, x)).abs()
+    assert float(rel.max()) < 0.03, float(rel.max())
+    with pytest.raises(ValueError, match="x0_radius"):
+        sol.value(0.0, torch.full((1, 10), 1.0))
+    with pytest.raises(ValueError, match="t must be 0"):
+        sol.value(0.5, torch.zeros(1, 10))
+
+
+def test_divergence_names_the_iteration(one_thread):
+    class Broken(hjb.HighDimLQG):
+        def terminal_cost(self, x):
+            return super().terminal_cost(x) * float("nan")
+
+    with pytest.raises(hjb.DivergenceError, match="iteration 0"):
+        hjb.DeepBSDE(Broken(3), _small_cfg()).solve()
