@@ -1,2 +1,852 @@
-"""(being written)"""
-__all__: list[str] = []
+"""Model-based neural policy iteration for discounted HJB equations (book: chapter "Policy iteration").
+
+    rho V(x) = max_a { r(x, a) + L^a V(x) },   L^a V = grad V . f(x, a) + 1/2 Tr(S S^T(x, a) Hess V).
+
+A value network V_theta and a policy network alpha_phi (or the closed-form greedy policy) alternate:
+
+*Evaluation (Feynman–Kac).* From each training state x, simulate the closed loop dX = f(X, alpha(X)) dt +
+S dW over a horizon T and form the bootstrapped target
+
+    y(x) = int_0^T e^{-rho t} r(X_t, alpha(X_t)) dt + e^{-rho T} V_old(X_T)  -  CV,
+
+whose mean is the value of alpha when V_old is (book: eq. (ch04-fk)). ``CV`` is a control variate with mean
+exactly zero (book: eq. (ch04-cv)): the first- and second-order terms of Ito's expansion of
+e^{-rho t} V_old(X_t) (with Milstein's term for multiplicative noise), their derivatives taken by central
+differences; it removes most of the noise of y once V_old is close. Paths come in antithetic pairs (dW and
+-dW). V_theta is then fitted to the targets by least squares, warm-started from V_old. An error in V_old
+enters the new target multiplied by e^{-rho T}, so repeated evaluations contract it at that rate; the first
+evaluation starts from V_0 = 0 with the longer horizon ``initial_horizon``. A quarter of the training states
+(``replay_fraction``) are end points of the previous paths, because the bootstrap reads V_old there.
+
+*Improvement.* gradient ascent on Q(x, a) = (r(x, a) + L^a V_theta(x)) / rho in the policy parameters, with
+grad V and Hess V computed once from the new value network and detached (only the policy moves). Or, with
+``policy="greedy"``, no policy network: a*(x) = argmax_a {r + grad V . f} in closed form, which is one Newton
+step from a = 0 on the Hamiltonian, exact when f = f0 + G a, r = r0 + r1'a - 1/2 a'Ra and S does not depend
+on a (checked on sampled states when the solver starts).
+
+Reusable pieces (also used by the q-learning solver): :func:`make_value_network`,
+:func:`make_policy_network`, :class:`PolicyNetwork`, :func:`training_states`, :func:`evaluation_states`,
+:func:`rollout_targets`, :func:`fit_value`, :func:`improve_policy`, :class:`GreedyPolicy`,
+:func:`discounted_reward_of_policy`, :func:`set_constant_action`. The chapters' problems and settings:
+:func:`coupled_lqr`, :func:`chapter_config`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..diagnostics import errors_against_exact, hjb_residual_norm, relative_l2
+from ..generator import GENERATOR_METHODS, generator_from_derivatives
+from ..nets import ACTIVATIONS, MLP
+from ..problems import ControlProblem, squash_to_bounds
+from ..runtime import make_generator
+from ..runtime import progress as _progress
+from ..sde import SDE_SCHEMES, brownian_increments, simulate
+from ..training import History, SolverConfig, check_finite, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "PolicyIterationConfig",
+    "PolicyIteration",
+    "PolicyIterationSolution",
+    "PolicyNetwork",
+    "GreedyPolicy",
+    "make_value_network",
+    "make_policy_network",
+    "set_constant_action",
+    "training_states",
+    "evaluation_states",
+    "rollout_targets",
+    "fit_value",
+    "improve_policy",
+    "discounted_reward_of_policy",
+    "coupled_lqr",
+    "chapter_config",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PolicyIterationConfig(SolverConfig):
+    """Settings of :class:`PolicyIteration`; build one with ``PolicyIterationConfig.preset("quick", seed=0)``.
+
+    Budget and stopping: at most ``iterations`` policy iterations; stop earlier once, for ``patience``
+    iterations in a row (and after ``min_iterations``), both the estimated value error
+    change / (1 - e^{-rho T}) and the relative change of the policy are below ``tol``.
+
+    Evaluation: ``n_states`` training states per iteration, ``paths_per_state`` paths from each (an even
+    number when ``antithetic``), horizon ``horizon`` (None: 0.5 / rho) with step ``dt`` and SDE ``scheme``;
+    the first evaluation (from V_0 = 0) uses ``initial_horizon`` (None: 3 / rho) and ``initial_dt`` (None:
+    initial_horizon / 200, at least dt). ``control_variate`` subtracts the zero-mean martingale term,
+    evaluating grad V_old every ``cv_stride`` steps. A fraction ``replay_fraction`` of the training states
+    are the end points X_T of the previous evaluation's paths from ``problem.sample_states`` (for the first
+    iteration, of a pilot simulation of the initial policy): the bootstrap evaluates V_old at X_T, so V must
+    be fitted there too, also where the paths leave the region the reader looks at (Merton's wealth does).
+
+    Networks: value ``value_width`` x ``value_depth``, policy ``policy_width`` x ``policy_depth``, smooth
+    ``activation``. Fitting: ``value_steps`` Adam steps on minibatches of ``value_batch`` per iteration, the
+    learning rate decaying geometrically from ``value_lr`` to ``value_lr_final`` over the budget.
+    Improvement: ``policy="actor"`` (``policy_steps`` full-batch Adam steps at ``policy_lr``) or
+    ``policy="greedy"`` (closed form, control-affine problems with quadratic action cost). The actor starts
+    from the constant ``initial_action`` (None: the squash of 0, i.e. 0 for unbounded actions and the middle
+    of the box for bounded ones). Policy iteration needs an admissible first policy, one whose value is
+    finite: choose ``initial_action`` so (for Merton, a consumption rate below the growth of wealth).
+    ``generator_method`` computes L^a V in the HJB-residual diagnostic; ``n_eval`` states score it.
+    """
+
+    iterations: int = 15
+    n_states: int = 1024
+    paths_per_state: int = 2
+    antithetic: bool = True
+    horizon: float | None = None
+    initial_horizon: float | None = None
+    dt: float = 0.02
+    initial_dt: float | None = None
+    scheme: str = "weak2"
+    control_variate: bool = True
+    cv_stride: int = 2
+    value_width: int = 32
+    value_depth: int = 3
+    policy_width: int = 32
+    policy_depth: int = 2
+    activation: str = "tanh"
+    replay_fraction: float = 0.25
+    value_steps: int = 300
+    value_batch: int = 512
+    value_lr: float = 3e-3
+    value_lr_final: float = 3e-4
+    polish_steps: int = 0
+    policy: str = "actor"
+    initial_action: tuple | None = None
+    policy_steps: int = 200
+    policy_lr: float = 3e-3
+    generator_method: str = "forward"
+    tol: float = 5e-3
+    patience: int = 2
+    min_iterations: int = 4
+    n_eval: int = 2048
+
+    PRESETS: ClassVar[dict] = {
+        "quick": {},
+        "full": {"iterations": 30, "n_states": 8192, "paths_per_state": 4, "dt": 0.01, "cv_stride": 1,
+                 "value_width": 64, "policy_width": 64, "value_steps": 600, "value_batch": 1024,
+                 "policy_steps": 400, "tol": 1e-3, "n_eval": 8192, "device": "cuda"},
+        "smoke": {"iterations": 2, "n_states": 256, "value_steps": 20, "polish_steps": 5, "policy_steps": 10, "value_width": 16,
+                  "policy_width": 16, "initial_horizon": 2.0, "horizon": 0.5, "dt": 0.05, "n_eval": 256,
+                  "min_iterations": 1},
+    }
+
+    def __post_init__(self):
+        super().__post_init__()
+        positive_ints = ("iterations", "n_states", "paths_per_state", "cv_stride", "value_width", "value_depth",
+                         "policy_width", "policy_depth", "value_steps", "value_batch", "policy_steps", "patience",
+                         "n_eval")
+        for name in positive_ints:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.polish_steps, int) or self.polish_steps < 0:
+            raise ValueError(f"polish_steps must be a non-negative integer, got {self.polish_steps!r}")
+        if not isinstance(self.min_iterations, int) or self.min_iterations < 0:
+            raise ValueError(f"min_iterations must be a non-negative integer, got {self.min_iterations!r}")
+        if self.antithetic and self.paths_per_state % 2:
+            raise ValueError(f"paths_per_state must be even when antithetic=True, got {self.paths_per_state}")
+        for name in ("horizon", "initial_horizon", "initial_dt"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number or None, got {v!r}")
+        if not (isinstance(self.replay_fraction, (int, float)) and 0 <= self.replay_fraction < 1):
+            raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction!r}")
+        for name in ("dt", "value_lr", "value_lr_final", "policy_lr", "tol"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if self.scheme not in SDE_SCHEMES:
+            raise ValueError(f"scheme must be one of {SDE_SCHEMES}, got {self.scheme!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.policy not in ("actor", "greedy"):
+            raise ValueError(f"policy must be 'actor' or 'greedy', got {self.policy!r}")
+        if self.initial_action is not None:
+            try:
+                vals = tuple(float(v) for v in self.initial_action)
+            except TypeError as e:
+                raise ValueError(f"initial_action must be a sequence of numbers, got {self.initial_action!r}") from e
+            if not all(math.isfinite(v) for v in vals):
+                raise ValueError(f"initial_action must be finite, got {self.initial_action!r}")
+            object.__setattr__(self, "initial_action", vals)
+        if self.generator_method not in GENERATOR_METHODS:
+            raise ValueError(f"generator_method must be one of {GENERATOR_METHODS}, got {self.generator_method!r}")
+
+    def horizons(self, rho: float) -> tuple[float, float, float, float]:
+        """(T, dt, T0, dt0): the evaluation horizon and step, and those of the first evaluation, for ``rho``.
+
+        Horizons are rounded to whole multiples of their steps.
+        """
+        T = self.horizon if self.horizon is not None else 0.5 / rho
+        T = max(self.dt, round(T / self.dt) * self.dt)
+        T0 = self.initial_horizon if self.initial_horizon is not None else 3.0 / rho
+        dt0 = self.initial_dt if self.initial_dt is not None else max(self.dt, T0 / 200)
+        T0 = max(dt0, round(T0 / dt0) * dt0)
+        return T, self.dt, T0, dt0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------------------
+def make_value_network(problem: ControlProblem, width: int = 64, depth: int = 3, activation: str = "tanh",
+                       dtype=torch.float32, device="cpu") -> MLP:
+    """(B, d) -> (B, 1): an MLP whose inputs are scaled so that ``problem.domain`` maps to [-1, 1]^d.
+
+    The output scale and shift start at 1 and 0; :func:`fit_value` sets them from the first targets, so the
+    network works in units of the value's spread whatever the problem's magnitude.
+    """
+    lo, hi = problem.domain
+    return MLP(problem.state_dim, 1, width=width, depth=depth, activation=activation, in_low=lo,
+               in_high=hi).to(dtype=dtype, device=device)
+
+
+class PolicyNetwork(nn.Module):
+    """(B, d) -> (B, k): an MLP followed by the squashing map into the problem's action box.
+
+    The last layer starts at zero, so the first policy is the squash of 0: the zero action for unbounded
+    actions, the middle of the box for bounded ones.
+    """
+
+    def __init__(self, problem: ControlProblem, width: int = 64, depth: int = 2, activation: str = "tanh"):
+        super().__init__()
+        lo, hi = problem.domain
+        self.net = MLP(problem.state_dim, problem.action_dim, width=width, depth=depth, activation=activation,
+                       in_low=lo, in_high=hi)
+        nn.init.zeros_(self.net.out.weight)
+        nn.init.zeros_(self.net.out.bias)
+        self.register_buffer("action_low", problem.action_low.clone().float())
+        self.register_buffer("action_high", problem.action_high.clone().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return squash_to_bounds(self.net(x), self.action_low, self.action_high)
+
+
+def set_constant_action(policy: PolicyNetwork, problem: ControlProblem, action) -> None:
+    """Make ``policy`` output the constant ``action`` (k,): zero last-layer weights, bias = the inverse of the
+    squashing map at ``action`` (which must lie strictly inside the action box)."""
+    a = torch.as_tensor(action, dtype=torch.float64).reshape(-1)
+    if a.numel() != problem.action_dim:
+        raise ValueError(f"initial_action must have {problem.action_dim} entries, got {a.numel()}")
+    lo, hi = problem.action_low, problem.action_high
+    if not bool(((a > lo) & (a < hi)).all()):
+        raise ValueError(f"initial_action must lie strictly inside the action box [{lo.tolist()}, {hi.tolist()}], got {a.tolist()}")
+    lo_f, hi_f = torch.isfinite(lo), torch.isfinite(hi)
+    raw = a.clone()
+    both = lo_f & hi_f
+    p = (a - torch.where(both, lo, 0)) / torch.where(both, hi - lo, 1)
+    raw = torch.where(both, torch.log(p) - torch.log1p(-p), raw)
+    sp_inv = lambda y: y + torch.log(-torch.expm1(-y))                 # inverse of softplus
+    raw = torch.where(lo_f & ~hi_f, sp_inv((a - torch.where(lo_f, lo, 0)).clamp_min(1e-12)), raw)
+    raw = torch.where(hi_f & ~lo_f, -sp_inv((torch.where(hi_f, hi, 0) - a).clamp_min(1e-12)), raw)
+    with torch.no_grad():
+        policy.net.out.weight.zero_()
+        policy.net.out.bias.copy_((raw - policy.net.out_shift.double()) / policy.net.out_scale.double())
+
+
+def make_policy_network(problem: ControlProblem, width: int = 64, depth: int = 2, activation: str = "tanh",
+                        dtype=torch.float32, device="cpu") -> PolicyNetwork:
+    """(B, d) -> (B, k): a :class:`PolicyNetwork` for ``problem`` on ``device``."""
+    return PolicyNetwork(problem, width, depth, activation).to(dtype=dtype, device=device)
+
+
+class GreedyPolicy:
+    """(B, d) -> (B, k): a*(x) = argmax_a { r(x, a) + grad V(x) . f(x, a) } in closed form.
+
+    Computed as one Newton step from a = 0 on h(a) = r(x, a) + grad V . f(x, a): a* = -[d2h/da2]^{-1} dh/da,
+    exact when f is affine in a, r is quadratic and concave in a, and S does not depend on a (then the
+    second-order term of the generator does not move the maximiser). For the LQR it is a* = R^{-1} B' grad V.
+    The result is clipped to the action box. :meth:`check` verifies the assumptions on sample states.
+    """
+
+    def __init__(self, problem: ControlProblem, value: Callable[[torch.Tensor], torch.Tensor]):
+        self.problem = problem
+        self.value = value
+
+    def _h(self, x, grad_v, a):
+        return self.problem.reward(x, a).sum() + (grad_v * self.problem.drift(x, a)).sum()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (gv,) = torch.autograd.grad(self.value(xg).sum(), xg)
+            return self.problem.clip_action(self._newton(x.detach(), gv.detach())).detach()
+
+    def _newton(self, x, gv):
+        k = self.problem.action_dim
+        a0 = torch.zeros(x.shape[0], k, dtype=x.dtype, device=x.device, requires_grad=True)
+        (g,) = torch.autograd.grad(self._h(x, gv, a0), a0, create_graph=True)
+        rows = [torch.autograd.grad(g[:, j].sum(), a0, retain_graph=j < k - 1)[0] for j in range(k)]
+        H = torch.stack(rows, dim=1)                                     # (B, k, k), negative definite
+        sol, info = torch.linalg.solve_ex(H, g.detach().unsqueeze(-1))
+        if bool((info != 0).any()):
+            raise ValueError("policy='greedy' needs a reward strictly concave in the action (an invertible "
+                             "quadratic action cost); this problem's Hamiltonian is singular in a: use policy='actor'")
+        return -sol.squeeze(-1)
+
+    def check(self, x: torch.Tensor, tol: float = 1e-6) -> None:
+        """Raise ``ValueError`` unless the closed form is exact at the states ``x``: the Hamiltonian's
+        a-gradient vanishes at a*, its a-Hessian is negative definite, and S does not depend on a."""
+        p = self.problem
+        gv = torch.randn(x.shape[0], p.state_dim, dtype=x.dtype, generator=torch.Generator().manual_seed(0)).to(x.device)
+        a_star = self._newton(x, gv).detach().requires_grad_(True)
+        a0 = torch.zeros_like(a_star, requires_grad=True)
+        (g0,) = torch.autograd.grad(self._h(x, gv, a0), a0, create_graph=True)
+        H0 = torch.stack([torch.autograd.grad(g0[:, j].sum(), a0, retain_graph=True)[0]
+                          for j in range(p.action_dim)], dim=1)
+        if float(torch.linalg.eigvalsh(0.5 * (H0 + H0.transpose(-1, -2))).max()) >= 0:
+            raise ValueError("policy='greedy' needs a reward strictly concave in the action; use policy='actor'")
+        (g,) = torch.autograd.grad(self._h(x, gv, a_star), a_star)
+        a0 = torch.zeros_like(a_star)
+        scale = a_star.detach().abs().max().clamp_min(1.0)
+        S0, S1 = p.diffusion(x, a0), p.diffusion(x, a_star.detach())
+        if not bool(torch.isfinite(a_star).all()) or float(g.abs().max()) > tol * 1e3 * scale \
+                or float((S1 - S0).abs().max()) > tol * (1 + float(S0.abs().max())):
+            raise ValueError("policy='greedy' needs a control-affine drift f = f0 + G a, a reward quadratic and "
+                             "concave in a, and a diffusion that does not depend on a; this problem is not of that "
+                             "form: use policy='actor'")
+
+
+def training_states(problem: ControlProblem, n: int, generator: torch.Generator, dtype=torch.float32,
+                    device="cpu") -> torch.Tensor:
+    """(n, d): training states from ``problem.sample_states`` (which for the LQR puts half of them near the
+    origin, so that the region the optimal paths visit is covered in every dimension)."""
+    return problem.sample_states(n, generator, dtype=dtype, device=device)
+
+
+def evaluation_states(problem: ControlProblem, n: int = 2048, seed: int = 12345, dtype=torch.float32,
+                      device="cpu") -> torch.Tensor:
+    """(n, d): fixed states on which errors and residuals are scored: an even grid of the domain in one
+    dimension, otherwise ``problem.sample_states`` with a fixed seed (the same points every iteration)."""
+    if problem.state_dim == 1:
+        return problem.grid(n, dtype=dtype, device=device)
+    return problem.sample_states(n, make_generator(seed, "cpu"), dtype=dtype, device=device)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Policy evaluation by Feynman–Kac
+# ---------------------------------------------------------------------------------------------------------
+
+def _directional_differences(value, x, u, step):
+    """Central differences of V along the directions u (B, d) with spacing ``step`` (B, 1):
+    (first, second) ~ (u . grad V, u' Hess V u), each (B,), from three forward passes."""
+    B = x.shape[0]
+    vals = value(torch.cat([x, x + step * u, x - step * u]))[:, 0]
+    v0, vp, vm = vals[:B], vals[B:2 * B], vals[2 * B:]
+    s = step[:, 0]
+    return (vp - vm) / (2 * s), (vp - 2 * v0 + vm) / (s * s)
+
+
+def _control_variate(problem, value, sim, dW, dt, stride, generator):
+    """(P, 1): the control variate of the Feynman–Kac target (book: eq. (ch04-cv)).
+
+    Over blocks of ``stride`` steps, with w_j the block's summed increment (covariance h_j I) and v_j = S w_j,
+    all coefficients evaluated at the block's first point X_{t_j}:
+
+        sum_j e^{-rho t_j} [ grad V . v_j + 1/2 (v_j' H v_j - v~_j' H v~_j) ],    H = Hess V(X_{t_j}),
+
+    where v~_j = S w~_j with w~_j an independent copy of w_j. For one noise dimension (S = s, a column) the
+    second term is 1/2 (s'Hs + grad V . (Ds s)) (w_j^2 - h_j) instead: exact for the quadratic term, and with
+    Milstein's term grad V . (Ds s), the derivative of s along itself, that multiplicative noise brings. These are the first two terms of Ito's expansion of e^{-rho t} V(X_t). Each has
+    mean exactly zero because X_{t_j} does not see w_j (nor w~_j), whatever the coefficients are; so the
+    derivatives are taken by central differences along v_j, v~_j (cheap forward passes), and their
+    O(step^2) error only costs a little variance, never bias.
+    """
+    n, P, m = dW.shape
+    d = sim.x.shape[-1]
+    idx = torch.arange(0, n, stride)
+    blocks = torch.stack([dW[j:j + stride].sum(0) for j in idx.tolist()])        # (n_cv, P, m)
+    lengths = torch.tensor([min(stride, n - j) * dt for j in idx.tolist()], dtype=dW.dtype, device=dW.device)
+    flat_x = sim.x[idx].reshape(-1, d)
+    flat_a = sim.a[idx].reshape(-1, sim.a.shape[-1])
+    h = lengths.repeat_interleave(P).unsqueeze(-1)                                  # (n_cv P, 1)
+    lo, hi = problem.domain
+    spacing = 1e-2 * float((hi - lo).min()) / 2                                     # 1% of the domain's half-width
+    with torch.no_grad():
+        S = problem.diffusion(flat_x, flat_a)                                       # (n_cv P, d, m)
+        w = blocks.reshape(-1, m)
+        if m == 1:
+            u = S[:, :, 0]
+            step = spacing / u.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            # the derivative of the noise column along itself (zero for additive noise): with it,
+            # phi(e) = V(x + e s + e^2/2 (Ds s)) has phi''(0) = s'Hs + grad V . (Ds s), the coefficient of
+            # (w^2 - h)/2 in Ito's expansion (the Milstein term)
+            ds = (problem.diffusion(flat_x + step * u, flat_a)[:, :, 0]
+                  - problem.diffusion(flat_x - step * u, flat_a)[:, :, 0]) / (2 * step)
+            parts = []
+            for i in range(0, flat_x.shape[0], 65536):
+                sl = slice(i, i + 65536)
+                B_ = flat_x[sl].shape[0]
+                e = step[sl]
+                pts = torch.cat([flat_x[sl], flat_x[sl] + e * u[sl] + 0.5 * e * e * ds[sl],
+                                 flat_x[sl] - e * u[sl] + 0.5 * e * e * ds[sl]])
+                vals = value(pts)[:, 0]
+                v0, vp, vm = vals[:B_], vals[B_:2 * B_], vals[2 * B_:]
+                d1 = (vp - vm) / (2 * e[:, 0])
+                d2 = (vp - 2 * v0 + vm) / (e[:, 0] ** 2)
+                parts.append(d1 * w[sl, 0] + 0.5 * d2 * (w[sl, 0] ** 2 - h[sl, 0]))
+            term = torch.cat(parts)
+        else:
+            w_tilde = torch.randn(w.shape, generator=generator, dtype=w.dtype, device=w.device) * h.sqrt()
+            v = (S @ w.unsqueeze(-1)).squeeze(-1)
+            vt = (S @ w_tilde.unsqueeze(-1)).squeeze(-1)
+            step = spacing / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            step_t = spacing / vt.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            parts = []
+            for i in range(0, flat_x.shape[0], 65536):
+                sl = slice(i, i + 65536)
+                f1, q = _directional_differences(value, flat_x[sl], v[sl], step[sl])
+                _, qt = _directional_differences(value, flat_x[sl], vt[sl], step_t[sl])
+                parts.append(f1 + 0.5 * (q - qt))
+            term = torch.cat(parts)
+        disc = torch.exp(-problem.rho * dt * idx.to(dW.dtype)).to(dW.device).view(-1, 1)
+        return (disc * term.reshape(len(idx), P)).sum(0).unsqueeze(-1)
+
+
+def rollout_targets(problem: ControlProblem, policy: Callable, value: Callable | None, x: torch.Tensor,
+                    horizon: float, dt: float, paths_per_state: int = 2, antithetic: bool = True,
+                    scheme: str = "weak2", control_variate: bool = True, cv_stride: int = 1,
+                    generator: torch.Generator | int | None = None, return_endpoints: bool = False):
+    """(B, d) -> (B, 1), (B, 1): Feynman–Kac targets y(x) and their standard errors (book: eq. (ch04-fk)).
+
+    With ``return_endpoints`` also the end points X_T of the first path from each state, (B, d).
+
+    y(x) is the mean over ``paths_per_state`` paths of int_0^T e^{-rho t} r dt + e^{-rho T} value(X_T) minus
+    the zero-mean control variate sum_i e^{-rho t_i} grad value(X_{t_i}) . S dW_i (with the gradient held
+    over ``cv_stride`` steps); ``value=None`` means V = 0 (no bootstrap, no control variate). With
+    ``antithetic`` every path has a partner driven by -dW. Runs without building a graph.
+    """
+    if paths_per_state < 1 or (antithetic and paths_per_state % 2):
+        raise ValueError(f"paths_per_state must be positive (and even when antithetic), got {paths_per_state}")
+    B, d = x.shape
+    n = int(round(horizon / dt))
+    g = make_generator(generator, x.device)
+    m = problem.noise_dim
+    if antithetic:
+        half = brownian_increments(n, B * paths_per_state // 2, m, dt, g, x.dtype, x.device)
+        dW = torch.cat([half, -half], dim=1)
+    else:
+        dW = brownian_increments(n, B * paths_per_state, m, dt, g, x.dtype, x.device)
+    x0 = x.repeat(paths_per_state, 1)
+    use_cv = control_variate and value is not None
+    with torch.no_grad():
+        sim = simulate(problem, policy, x0, horizon, dt, scheme=scheme, dW=dW, record=use_cv)
+    y = sim.reward
+    if value is not None:
+        with torch.no_grad():
+            y = y + math.exp(-problem.rho * horizon) * value(sim.x_T)
+    if use_cv:
+        y = y - _control_variate(problem, value, sim, dW, dt, cv_stride, g)
+    y = y.reshape(paths_per_state, B, 1)
+    mean = y.mean(0)
+    if antithetic:  # pairs are dependent: the standard error comes from the pair means
+        pairs = 0.5 * (y[: paths_per_state // 2] + y[paths_per_state // 2:])
+        k = pairs.shape[0]
+        se = pairs.std(0, unbiased=True) / math.sqrt(k) if k > 1 else (y[0] - y[-1]).abs() * 0 + float("nan")
+    else:
+        se = y.std(0, unbiased=True) / math.sqrt(paths_per_state) if paths_per_state > 1 else torch.full_like(mean, float("nan"))
+    if return_endpoints:
+        return mean, se, sim.x_T[:B]
+    return mean, se
+
+
+def fit_value(value: MLP, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, steps: int,
+              batch: int, generator: torch.Generator, iteration: int = 0, polish_steps: int = 0) -> float:
+    """Fit ``value`` to targets ``y`` (B, 1) at ``x`` (B, d) by ``steps`` minibatch steps of least squares,
+    then ``polish_steps`` full-batch L-BFGS steps.
+
+    Adam gets close fast from a warm start; L-BFGS then resolves the fit to the level of the targets' noise,
+    which matters because the policy reads the value's first and second derivatives. The loss is measured in
+    units of the network's output scale (``value.out_scale``); returns the full-batch mean squared error at
+    the end, in the same units. Raises ``DivergenceError`` on NaN/inf.
+    """
+    B = x.shape[0]
+    scale2 = float(value.out_scale) ** 2
+    for _ in range(steps):
+        idx = torch.randint(0, B, (min(batch, B),), generator=generator, device=generator.device).to(x.device)
+        loss = (value(x[idx]) - y[idx]).pow(2).mean() / scale2
+        check_finite(loss, "the value-fit loss", iteration)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if polish_steps:
+        lbfgs = torch.optim.LBFGS(value.parameters(), lr=1.0, max_iter=polish_steps, history_size=20,
+                                  line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-14)
+
+        def closure():
+            lbfgs.zero_grad(set_to_none=True)
+            loss = (value(x) - y).pow(2).mean() / scale2
+            loss.backward()
+            return loss
+
+        with torch.no_grad():
+            before = float((value(x) - y).pow(2).mean() / scale2)
+        saved = [p.detach().clone() for p in value.parameters()]
+        lbfgs.step(closure)
+        with torch.no_grad():
+            after = float((value(x) - y).pow(2).mean() / scale2)
+            if not after <= before:  # a failed line search (or NaN): keep the Adam fit
+                for p, s in zip(value.parameters(), saved):
+                    p.copy_(s)
+    with torch.no_grad():
+        mse = float((value(x) - y).pow(2).mean() / scale2)
+    check_finite(mse, "the value-fit loss", iteration)
+    return mse
+
+
+def _derivatives(value, x, need_hessian: bool):
+    """V's gradient (B, d) and Hessian (B, d, d) at x, detached; the Hessian is zero when not needed."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(value(xg).sum(), xg, create_graph=need_hessian)
+        if need_hessian:
+            d = x.shape[1]
+            rows = [torch.autograd.grad(g[:, i].sum(), xg, retain_graph=i < d - 1)[0] for i in range(d)]
+            H = torch.stack(rows, dim=1).detach()
+        else:
+            H = torch.zeros(x.shape[0], x.shape[1], x.shape[1], dtype=x.dtype, device=x.device)
+    return g.detach(), H
+
+
+def improve_policy(problem: ControlProblem, policy: nn.Module, value: Callable, x: torch.Tensor,
+                   optimizer: torch.optim.Optimizer, steps: int, iteration: int = 0) -> float:
+    """Gradient ascent of the policy on Q(x, a) = (r(x, a) + L^a V(x)) / rho averaged over ``x``
+    (book: eq. (ch04-improve)), with grad V and Hess V computed once and detached; returns the final mean Q.
+
+    The Hessian is skipped when the noise is additive (then its term does not depend on the action).
+    """
+    grad_v, hess_v = _derivatives(value, x, need_hessian=not problem.additive_noise)
+    x = x.detach()
+    q = None
+    for _ in range(steps):
+        a = policy(x)
+        q = ((problem.reward(x, a) + generator_from_derivatives(grad_v, hess_v, problem.drift(x, a),
+                                                                problem.diffusion(x, a))) / problem.rho).mean()
+        check_finite(q, "the policy objective", iteration)
+        optimizer.zero_grad(set_to_none=True)
+        (-q).backward()
+        optimizer.step()
+    with torch.no_grad():
+        a = policy(x)
+        q = ((problem.reward(x, a) + generator_from_derivatives(grad_v, hess_v, problem.drift(x, a),
+                                                                problem.diffusion(x, a))) / problem.rho).mean()
+    check_finite(q, "the policy objective", iteration)
+    return float(q)
+
+
+def discounted_reward_of_policy(problem: ControlProblem, policy: Callable, x0: torch.Tensor, T: float,
+                                dt: float = 0.01, scheme: str = "weak2", generator=None, dW=None):
+    """Simulate the closed loop of ``policy`` from ``x0`` (B, d) and record the paths: a :class:`~hjbcourse.Simulation`
+    with ``x`` (N+1, B, d), ``a`` and the cumulative discounted reward ``cum_reward`` (N+1, B, 1).
+
+    Pass the same ``dW`` (or seed) to compare two policies on the same noise."""
+    with torch.no_grad():
+        return simulate(problem, policy, x0, T, dt, scheme=scheme, generator=generator, dW=dW, record=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Solution and solver
+# ---------------------------------------------------------------------------------------------------------
+class PolicyIterationSolution:
+    """What :meth:`PolicyIteration.solve` returns: ``value(x)`` (B, d) -> (B, 1), ``policy(x)`` (B, d) -> (B, k),
+    the ``history`` of diagnostics, the networks ``value_net`` and ``policy_net`` (None with the greedy
+    policy), and ``iterations``, ``converged``, ``seconds``."""
+
+    def __init__(self, problem, value_net, policy_net, history, config, iterations, converged, seconds):
+        self.problem = problem
+        self.value_net = value_net
+        self.policy_net = policy_net
+        self.history = history
+        self.config = config
+        self.iterations = iterations
+        self.converged = converged
+        self.seconds = seconds
+        self._greedy = GreedyPolicy(problem, value_net) if policy_net is None else None
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, 1), differentiable in x (for residuals and gradients)."""
+        self.problem.check_state(x)
+        p = next(self.value_net.parameters())
+        return self.value_net(x.to(dtype=p.dtype, device=p.device)).to(x.dtype)
+
+    def policy(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, k), detached."""
+        self.problem.check_state(x)
+        p = next(self.value_net.parameters())
+        xx = x.to(dtype=p.dtype, device=p.device)
+        if self._greedy is not None:
+            return self._greedy(xx).to(x.dtype)
+        with torch.no_grad():
+            return self.policy_net(xx).to(x.dtype)
+
+    def errors(self, x: torch.Tensor | None = None) -> dict[str, float]:
+        """:func:`~hjbcourse.errors_against_exact` on ``x`` (default: the solver's evaluation states)."""
+        x = evaluation_states(self.problem, self.config.n_eval, dtype=torch.float64) if x is None else x
+        return errors_against_exact(self, self.problem, x)
+
+    def __repr__(self):
+        return (f"PolicyIterationSolution({self.problem!r}, iterations={self.iterations}, converged={self.converged}, "
+                f"{self.seconds:.1f} s)")
+
+
+class PolicyIteration:
+    """Neural policy iteration for a :class:`~hjbcourse.ControlProblem` (book: chapter "Policy iteration").
+
+    ``PolicyIteration(problem, config).solve()`` returns a :class:`PolicyIterationSolution`. Any problem with
+    ``drift``, ``diffusion``, ``reward``, ``rho``, a ``domain`` and ``sample_states`` works; when it has
+    ``exact()``, the errors against it are logged every iteration. :meth:`save` and :meth:`load` checkpoint
+    the networks, optimisers, history and iteration count; ``solve()`` after ``load`` continues the run.
+    """
+
+    def __init__(self, problem: ControlProblem, config: PolicyIterationConfig | None = None):
+        if not isinstance(problem, ControlProblem):
+            raise ValueError(f"problem must be a ControlProblem, got {type(problem).__name__}")
+        config = PolicyIterationConfig.preset("quick") if config is None else config
+        if not isinstance(config, PolicyIterationConfig):
+            raise ValueError(f"config must be a PolicyIterationConfig, got {type(config).__name__}")
+        if config.scheme == "weak2" and not (problem.additive_noise or problem.noise_dim == 1):
+            raise ValueError("scheme 'weak2' needs additive noise or one noise dimension; set scheme='euler' "
+                             "with a small dt for this problem")
+        self.problem, self.config = problem, config
+        dtype, device = config.torch_dtype, config.torch_device
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, global generator left alone
+            torch.manual_seed(config.seed)
+            self.value_net = make_value_network(problem, config.value_width, config.value_depth, config.activation,
+                                                dtype, device)
+            self.policy_net = None
+            if config.policy == "actor":
+                self.policy_net = make_policy_network(problem, config.policy_width, config.policy_depth,
+                                                      config.activation, dtype, device)
+        if self.policy_net is not None and config.initial_action is not None:
+            set_constant_action(self.policy_net, problem, config.initial_action)
+        self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
+        self.policy_opt = (torch.optim.Adam(self.policy_net.parameters(), lr=config.policy_lr)
+                           if self.policy_net is not None else None)
+        self.history = History()
+        self.iteration = 0
+        self.converged = False
+        self.seconds = 0.0
+        self._calm = 0
+        self._state_gen = make_generator(config.seed, "cpu")
+        self._noise_gen = make_generator(config.seed + 1, device)
+        self._batch_gen = make_generator(config.seed + 2, device)
+        self._x_eval = evaluation_states(problem, config.n_eval, dtype=dtype, device=device)
+        self._endpoints = None
+        self._exact = None
+        try:
+            self._exact = problem.exact()
+        except NotImplementedError:
+            pass
+        if config.policy == "greedy":
+            GreedyPolicy(problem, self.value_net).check(
+                problem.sample_states(64, make_generator(0, "cpu"), dtype=torch.float64))
+
+    # -- the current policy --------------------------------------------------------------------------
+    def current_policy(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The policy the next evaluation rolls out: the actor, or the greedy policy of the current V
+        (with V = 0 before the first evaluation)."""
+        if self.policy_net is not None:
+            return self.policy_net
+        if self.iteration == 0:
+            return GreedyPolicy(self.problem, lambda x: x.sum(-1, keepdim=True) * 0.0)
+        return GreedyPolicy(self.problem, self.value_net)
+
+    def solution(self) -> PolicyIterationSolution:
+        return PolicyIterationSolution(self.problem, self.value_net, self.policy_net, self.history, self.config,
+                                       self.iteration, self.converged, self.seconds)
+
+    # -- one iteration --------------------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        """One policy iteration (evaluation, fit, improvement, diagnostics); returns the logged row."""
+        cfg, p = self.config, self.problem
+        it = self.iteration + 1
+        t0 = time.perf_counter()
+        dtype, device = cfg.torch_dtype, cfg.torch_device
+        T, dt, T0, dt0 = cfg.horizons(p.rho)
+        first = self.iteration == 0
+        policy = self.current_policy()
+        n_replay = int(round(cfg.replay_fraction * cfg.n_states))
+        x_dom = training_states(p, cfg.n_states - n_replay, self._state_gen, dtype, device)
+        if n_replay:
+            if self._endpoints is None:  # pilot: where the initial policy's paths end after one horizon
+                pilot = training_states(p, n_replay, self._state_gen, dtype, device)
+                with torch.no_grad():
+                    self._endpoints = simulate(p, policy, pilot, T, dt, scheme=cfg.scheme,
+                                               generator=self._noise_gen).x_T
+            pick = torch.randperm(self._endpoints.shape[0], generator=self._state_gen)[:n_replay].to(device)
+            x = torch.cat([x_dom, self._endpoints[pick]])
+        else:
+            x = x_dom
+        with torch.no_grad():
+            v_old_eval = None if first else self.value_net(self._x_eval)
+            a_old_eval = policy(self._x_eval)
+        y, se, x_end = rollout_targets(p, policy, None if first else self.value_net, x, T0 if first else T,
+                                       dt0 if first else dt, cfg.paths_per_state, cfg.antithetic, cfg.scheme,
+                                       cfg.control_variate, cfg.cv_stride, self._noise_gen, return_endpoints=True)
+        if not first:
+            self._endpoints = x_end[: x_dom.shape[0]]
+        check_finite(y, "the Feynman-Kac targets", it)
+        if first:  # work in units of the value's spread from now on
+            shift, scale = float(y.mean()), float(y.std())
+            self.value_net.out_shift.fill_(shift)
+            self.value_net.out_scale.fill_(scale if scale > 0 else max(abs(shift), 1.0))
+        frac = min(1.0, self.iteration / max(1, cfg.iterations - 1))
+        lr = cfg.value_lr * (cfg.value_lr_final / cfg.value_lr) ** frac
+        for group in self.value_opt.param_groups:
+            group["lr"] = lr
+        # no polish on the first fit: its targets have no control variate, and L-BFGS would fit their noise
+        mse = fit_value(self.value_net, x, y, self.value_opt, cfg.value_steps, cfg.value_batch, self._batch_gen, it,
+                        0 if first else cfg.polish_steps)
+        if self.policy_net is not None:
+            q = improve_policy(p, self.policy_net, self.value_net, x, self.policy_opt, cfg.policy_steps, it)
+        else:
+            grad_v, hess_v = _derivatives(self.value_net, x, need_hessian=not p.additive_noise)
+            a = GreedyPolicy(p, self.value_net)(x)
+            q = float(((p.reward(x, a) + generator_from_derivatives(grad_v, hess_v, p.drift(x, a),
+                                                                     p.diffusion(x, a))) / p.rho).mean())
+            check_finite(q, "the policy objective", it)
+        self.iteration = it
+        new_policy = self.current_policy()
+        with torch.no_grad():
+            v_eval = self.value_net(self._x_eval)
+            a_eval = new_policy(self._x_eval)
+        row = {
+            "value_fit_mse": mse,
+            "target_se": float(se.pow(2).mean().sqrt() / self.value_net.out_scale) if torch.isfinite(se).all() else math.nan,
+            "policy_objective": q,
+            "hjb_residual": hjb_residual_norm(p, self.value_net, new_policy, self._x_eval, cfg.generator_method),
+            "policy_change": relative_l2(a_eval, a_old_eval) if bool(a_old_eval.abs().sum() > 0) else math.nan,
+        }
+        if v_old_eval is not None:
+            change = relative_l2(v_eval, v_old_eval)
+            row["value_change"] = change
+            row["value_error_estimate"] = change / (1.0 - math.exp(-p.rho * T))
+        if self._exact is not None:
+            row.update(errors_against_exact(self.solution(), p, self._x_eval.to(torch.float64), self._exact))
+        self.seconds += time.perf_counter() - t0
+        row["seconds"] = self.seconds
+        calm = (row.get("value_error_estimate", math.inf) < cfg.tol
+                and not (row["policy_change"] >= cfg.tol))
+        self._calm = self._calm + 1 if calm else 0
+        self.converged = self._calm >= cfg.patience and it >= cfg.min_iterations
+        return self.history.log(it, **row)
+
+    def solve(self) -> PolicyIterationSolution:
+        """Iterate until the stopping rule holds or the budget ``config.iterations`` is spent."""
+        cfg = self.config
+        todo = max(0, cfg.iterations - self.iteration)
+        bar = _progress(range(todo), total=todo, desc=f"policy iteration ({self.problem.name})", enabled=cfg.progress)
+        for _ in bar:
+            if self.converged:
+                break
+            row = self.step()
+            if hasattr(bar, "set_postfix"):
+                shown = {k: f"{row[k]:.2e}" for k in ("value_fit_mse", "hjb_residual", "value_rel_l2") if k in row}
+                bar.set_postfix(shown)
+        if hasattr(bar, "close"):
+            bar.close()
+        return self.solution()
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Save the networks, optimisers, history, iteration count and config (state dicts and plain values)."""
+        return save_checkpoint(
+            path,
+            value_net=self.value_net.state_dict(),
+            policy_net=None if self.policy_net is None else self.policy_net.state_dict(),
+            value_opt=self.value_opt.state_dict(),
+            policy_opt=None if self.policy_opt is None else self.policy_opt.state_dict(),
+            history=self.history.rows,
+            iteration=self.iteration,
+            converged=self.converged,
+            seconds=self.seconds,
+            calm=self._calm,
+            config={f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)},
+            rng=[self._state_gen.get_state(), self._noise_gen.get_state(), self._batch_gen.get_state()],
+            endpoints=None if self._endpoints is None else self._endpoints.detach().cpu(),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, problem: ControlProblem, config: PolicyIterationConfig | None = None):
+        """A solver restored from :meth:`save` (loaded with ``weights_only=True``); ``config`` overrides the
+        saved one (e.g. a larger ``iterations`` to continue, or another ``device``)."""
+        state = load_checkpoint(path, map_location="cpu")
+        config = config if config is not None else PolicyIterationConfig(**state["config"])
+        solver = cls(problem, config)
+        solver.value_net.load_state_dict(state["value_net"])
+        if (state["policy_net"] is None) != (solver.policy_net is None):
+            raise ValueError("config.policy differs from the checkpoint's ('actor' vs 'greedy')")
+        if solver.policy_net is not None:
+            solver.policy_net.load_state_dict(state["policy_net"])
+            solver.policy_opt.load_state_dict(state["policy_opt"])
+        solver.value_opt.load_state_dict(state["value_opt"])
+        solver.history.rows = [dict(r) for r in state["history"]]
+        solver.iteration = int(state["iteration"])
+        solver.converged = bool(state["converged"])
+        solver.seconds = float(state["seconds"])
+        solver._calm = int(state["calm"])
+        gens = (solver._state_gen, solver._noise_gen, solver._batch_gen)
+        for g, s in zip(gens, state["rng"]):
+            g.set_state(s)
+        if state.get("endpoints") is not None:
+            solver._endpoints = state["endpoints"].to(dtype=config.torch_dtype, device=config.torch_device)
+        return solver
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The chapters' problems and settings
+# ---------------------------------------------------------------------------------------------------------
+def coupled_lqr(d: int = 10, alpha: float = -0.5, coupling: float = 0.2, skew: float = 0.1, q: float = 1.0,
+                r_a: float = 0.1, sigma: float = 0.3, noise_coupling: float = 0.2, rho: float = 0.1,
+                domain=(-2.0, 2.0)):
+    """The d-dimensional coupled LQR of the chapter "Stochastic LQR" (book: section "Ten coupled states").
+
+    Each state is the scalar example's (drift ``alpha``, action cost ``r_a``, noise ``sigma``), coupled to its
+    neighbours on a chain: A = alpha I + coupling (N + N') + skew (N - N') with N the shift matrix (ones on
+    the superdiagonal), B = I, Q = q I, R = r_a I and D = sigma (I + noise_coupling (N + N')): the drift mixes
+    neighbours, non-symmetrically, and so does the noise.
+    """
+    if not isinstance(d, int) or d < 2:
+        raise ValueError(f"d must be an integer >= 2, got {d!r}")
+    from ..problems import StochasticLQR
+
+    N = torch.diag(torch.ones(d - 1, dtype=torch.float64), 1)
+    eye = torch.eye(d, dtype=torch.float64)
+    A = alpha * eye + coupling * (N + N.T) + skew * (N - N.T)
+    D = sigma * (eye + noise_coupling * (N + N.T))
+    return StochasticLQR(A, eye, q * eye, r_a * eye, D, rho, domain=domain)
+
+
+# per-problem adjustments of a preset for the chapters' problems (the rest comes from the preset)
+_CHAPTER_SETTINGS = {
+    "lqr": {},
+    "lqr10": {"quick": {"n_states": 2048, "iterations": 6, "polish_steps": 100}, "full": {"polish_steps": 100}},
+    "merton": {"quick": {"dt": 0.1, "initial_action": (1.0, 0.03)},
+               "full": {"dt": 0.05, "initial_action": (1.0, 0.03)}},
+}
+
+
+def chapter_config(problem: str, preset: str = "quick", **overrides) -> PolicyIterationConfig:
+    """The config a chapter uses for ``problem`` (``"lqr"``, ``"lqr10"`` or ``"merton"``) at ``preset``.
+
+    The chapters' problems differ in their time scales (Merton's wealth moves slowly, so a larger step
+    keeps the same time-step bias), hence small per-problem adjustments of the preset, listed in the book.
+    """
+    if problem not in _CHAPTER_SETTINGS:
+        raise ValueError(f"problem must be one of {sorted(_CHAPTER_SETTINGS)}, got {problem!r}")
+    kw = dict(_CHAPTER_SETTINGS[problem].get(preset, {}))
+    kw.update(overrides)
+    return PolicyIterationConfig.preset(preset, **kw)
