@@ -1,0 +1,84 @@
+"""Model-free continuous-time learning: accuracy and time, quick preset (book: chapter "Continuous-time q-learning").
+
+Prints three markdown tables:
+1. the scalar LQR: learned feedback gain against K = 2.659750769, transitions used, wall time;
+2. Merton: the learned fractions pi and k against 0.625 and 0.0478125;
+3. the dt sweep on the scalar LQR at a fixed number of transitions: the simple TD actor-critic against
+   Jia & Zhou's q-learning, with the held-action optimum K_dt (the best any learner fed steps of dt can do).
+
+Usage: python benchmarks/q_learning.py [--quick-sweep]   (HJB_THREADS sets torch's thread count, default 1:
+these networks are tiny and extra threads only wait on each other on a busy machine).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+
+import hjbcourse as hjb
+
+LQR_SETTINGS = dict(value="quadratic", mean="linear")
+
+
+def merton_settings(problem):
+    return dict(value="power", power_exponent=1.0 - problem.gamma, mean="constant", initial_action=(0.5, 0.1),
+                squash=(False, True), exploration_std=(0.5, 0.3))
+
+
+def run(env, **kw):
+    cfg = hjb.QLearningConfig.preset("quick", seed=kw.pop("seed", 0), progress=False, **kw)
+    t0 = time.perf_counter()
+    sol = hjb.QLearning(env, cfg).solve()
+    return sol, time.perf_counter() - t0
+
+
+def main(argv):
+    torch.set_num_threads(int(os.environ.get("HJB_THREADS", "1")))
+    lqr = hjb.StochasticLQR.scalar()
+    K = float(lqr.exact().K)
+    xs = torch.linspace(-2, 2, 201, dtype=torch.float64).unsqueeze(1)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), quick preset\n")
+    print("## Scalar LQR (K = %.9f), dt = 0.01\n" % K)
+    print("| method | parametrisation | transitions | gain | rel. error | time (s) |")
+    print("|---|---|---|---|---|---|")
+    env = hjb.TransitionSampler(lqr, 0.01)
+    for label, kw in (("q-learning", LQR_SETTINGS), ("q-learning", dict(value="mlp", mean="mlp"))):
+        sol, t = run(env, **kw)
+        g = float(hjb.fit_linear_gain(sol.policy, xs)[0])
+        print(f"| {label} | J {kw['value']}, mean {kw['mean']} | {sol.n_transitions:,} | {g:.4f} | "
+              f"{abs(g / K - 1):.2%} | {t:.1f} |")
+
+    merton = hjb.Merton()
+    mx = merton.exact()
+    print(f"\n## Merton (pi = {mx.pi:.4f}, k = {mx.k}), dt = 0.5 (power family, constant mean)\n")
+    print("| method | seed | transitions | pi | rel. error | k | rel. error | time (s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    env = hjb.TransitionSampler(merton, 0.5, substep=0.02)
+    xw = merton.grid(101, dtype=torch.float64)
+    for method, seeds in (("q_learning", (0, 1, 2, 3)), ("td_actor_critic", (0,))):
+        for seed in seeds:
+            sol, t = run(env, seed=seed, method=method, **merton_settings(merton))
+            a = sol.policy(xw).mean(0)
+            print(f"| {method} | {seed} | {sol.n_transitions:,} | {float(a[0]):.4f} | "
+                  f"{abs(float(a[0]) / mx.pi - 1):.2%} | {float(a[1]):.5f} | {abs(float(a[1]) / mx.k - 1):.2%} | {t:.1f} |")
+
+    dts = (0.1, 0.03, 0.01, 0.003)
+    print("\n## dt sweep, scalar LQR, 10^6 transitions each, same parametrisation (quadratic, linear policy)\n")
+    print("| dt | K_dt (held-action optimum) | TD actor-critic gain | rel. error | q-learning gain | rel. error |")
+    print("|---|---|---|---|---|---|")
+    for dt in dts:
+        env = hjb.TransitionSampler(lqr, dt)
+        out = []
+        for method in ("td_actor_critic", "q_learning"):
+            sol, _ = run(env, method=method, **LQR_SETTINGS)
+            g = float(hjb.fit_linear_gain(sol.policy, xs)[0])
+            out.append((g, abs(g / K - 1)))
+        kdt = float(hjb.held_action_lqr_gain(lqr, dt))
+        print(f"| {dt} | {kdt:.4f} | {out[0][0]:.4f} | {out[0][1]:.2%} | {out[1][0]:.4f} | {out[1][1]:.2%} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,209 @@
+"""Tests of the model-free learners (hjbcourse.environment, hjbcourse.solvers.q_learning)."""
+import math
+
+import pytest
+import torch
+
+import hjbcourse as hjb
+
+
+def small(**kw):
+    base = dict(n_transitions=20_000, n_envs=500, batch_size=512, progress=False, log_every=5,
+                value="quadratic", mean="linear")
+    base.update(kw)
+    return hjb.QLearningConfig.preset("quick", **base)
+
+
+class ExactLQRWorld:
+    """A sampler the learner cannot see into: the scalar LQR's exact one-step transition law, written here
+    from the closed-form solution of the linear SDE, with no ControlProblem anywhere."""
+
+    def __init__(self, dt, alpha=-0.5, beta=1.0, q=1.0, r_a=0.1, sigma=0.3, rho=0.1):
+        self.dt, self.rho, self.state_dim, self.action_dim = dt, rho, 1, 1
+        self.action_low = torch.tensor([-math.inf], dtype=torch.float64)
+        self.action_high = torch.tensor([math.inf], dtype=torch.float64)
+        self.state_low = torch.tensor([-2.0], dtype=torch.float64)
+        self.state_high = torch.tensor([2.0], dtype=torch.float64)
+        e = math.exp(alpha * dt)
+        self._coef = (e, beta * (e - 1) / alpha, sigma * math.sqrt((e * e - 1) / (2 * alpha)))
+        self._cost = (q, r_a)
+        self.steps = 0
+
+    def reset(self, n, generator=None):
+        return 4 * torch.rand(n, 1, generator=generator, dtype=torch.float64) - 2
+
+    def step(self, x, a, generator=None):
+        self.steps += 1
+        e, b, s = self._coef
+        q, r_a = self._cost
+        x_next = e * x + b * a + s * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return -0.5 * (q * x * x + r_a * a * a), x_next
+
+
+# -- the environment ------------------------------------------------------------------------------------------
+def test_transition_sampler_interface_and_reproducibility():
+    lqr = hjb.StochasticLQR.scalar()
+    env = hjb.TransitionSampler(lqr, 0.02)            # dt is the second positional argument
+    assert env.dt == 0.02 and env.rho == lqr.rho and env.state_dim == 1 and env.action_dim == 1
+    hjb.check_sampler(env)
+    assert isinstance(env, hjb.Sampler)
+    x = env.reset(64, hjb.make_generator(0))
+    assert x.shape == (64, 1)
+    a = torch.randn(64, 1, dtype=torch.float64)
+    r1, x1 = env.step(x, a, hjb.make_generator(3))
+    r2, x2 = env.step(x, a, hjb.make_generator(3))
+    assert r1.shape == (64, 1) and x1.shape == (64, 1)
+    assert torch.equal(x1, x2) and torch.equal(r1, r2)
+    # on average, the reward rate over a short step is the running reward at the start, to first order in dt
+    x0 = torch.ones(20_000, 1, dtype=torch.float64)
+    a0 = -torch.ones(20_000, 1, dtype=torch.float64)
+    r, _ = env.step(x0, a0, hjb.make_generator(1))
+    r_now = float(lqr.reward(x0[:1], a0[:1]))                    # -1/2 (1 + 0.1) = -0.55
+    # d/dt E[r(X_t, a)] = -1/2 (2 x (alpha x + beta a) + sigma^2) = 1.455 at x = 1, a = -1; discounting adds -rho r
+    expected = r_now + 0.5 * env.dt * (1.455 - lqr.rho * r_now)
+    assert abs(float(r.mean()) / expected - 1) < 2e-3, (float(r.mean()), expected)
+
+
+def test_transition_sampler_matches_the_exact_transition_law():
+    lqr = hjb.StochasticLQR.scalar()
+    dt, n = 0.1, 200_000
+    env = hjb.TransitionSampler(lqr, dt)
+    x = torch.full((n, 1), 1.0, dtype=torch.float64)
+    a = torch.full((n, 1), -0.5, dtype=torch.float64)
+    _, x1 = env.step(x, a, hjb.make_generator(0))
+    e = math.exp(-0.5 * dt)
+    mean = e * 1.0 + (e - 1) / -0.5 * -0.5
+    std = 0.3 * math.sqrt((e * e - 1) / (2 * -0.5))
+    assert abs(float(x1.mean()) - mean) < 4 * std / math.sqrt(n)
+    assert abs(float(x1.std()) / std - 1) < 0.01
+
+
+def test_bad_input_is_refused():
+    lqr = hjb.StochasticLQR.scalar()
+    with pytest.raises(ValueError, match="dt"):
+        hjb.TransitionSampler(lqr, 0.0)
+    with pytest.raises(ValueError, match="problem"):
+        hjb.TransitionSampler("lqr", 0.1)
+    with pytest.raises(ValueError, match="env"):
+        hjb.QLearning(object(), small())
+    with pytest.raises(ValueError, match="method"):
+        hjb.QLearningConfig(method="sarsa")
+    with pytest.raises(ValueError, match="temperature"):
+        hjb.QLearningConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="power_exponent"):
+        hjb.QLearningConfig(value="power")
+    with pytest.raises(ValueError, match="exploration_std"):
+        hjb.QLearning(hjb.TransitionSampler(lqr, 0.1), small(exploration_std=(1.0, 1.0)))
+    with pytest.raises(ValueError, match="initial_action"):
+        hjb.QLearning(hjb.TransitionSampler(hjb.Merton(), 0.1), small(initial_action=(0.5, 2.0)))
+    with pytest.raises(ValueError, match="preset"):
+        hjb.QLearningConfig.preset("huge")
+
+
+# -- model-free: the solver sees transitions only -------------------------------------------------------------
+def test_learns_from_a_black_box_world_without_a_model():
+    dt = 0.02
+    world = ExactLQRWorld(dt)
+    cfg = small(n_transitions=200_000, n_envs=1000, batch_size=1024, updates_per_step=8, seed=0)
+    sol = hjb.QLearning(world, cfg).solve()
+    assert world.steps == 200                        # every transition came from the world's step
+    K, _ = hjb.fit_linear_gain(sol.policy, torch.linspace(-2, 2, 101).unsqueeze(1))
+    K_dt = float(hjb.held_action_lqr_gain(hjb.StochasticLQR.scalar(), dt))
+    print("gain", float(K), "held-action optimum", K_dt)
+    assert abs(float(K) / K_dt - 1) < 0.05
+
+
+def test_solver_never_calls_the_model_outside_the_sampler(monkeypatch):
+    lqr = hjb.StochasticLQR.scalar()
+    env = hjb.TransitionSampler(lqr, 0.05)
+    inside = {"flag": False}
+    calls = {"outside": 0}
+    step = env.step
+
+    def guarded_step(x, a, generator=None):
+        inside["flag"] = True
+        try:
+            return step(x, a, generator)
+        finally:
+            inside["flag"] = False
+
+    for name in ("drift", "diffusion", "reward"):
+        original = getattr(lqr, name)
+
+        def spy(*args, _f=original):
+            if not inside["flag"]:
+                calls["outside"] += 1
+            return _f(*args)
+
+        monkeypatch.setattr(lqr, name, spy)
+    monkeypatch.setattr(env, "step", guarded_step)
+    for method in ("q_learning", "td_actor_critic"):
+        hjb.QLearning(env, small(method=method)).solve()
+    assert calls["outside"] == 0
+
+
+# -- the q-function's normalisation (Jia & Zhou's consistency condition) -------------------------------------
+@pytest.mark.parametrize("value,mean", [("quadratic", "linear"), ("mlp", "mlp")])
+def test_gibbs_normalisation_int_exp_q_over_temperature_is_one(value, mean):
+    lqr = hjb.StochasticLQR.scalar()
+    cfg = small(value=value, mean=mean, temperature=0.05, dtype="float64")
+    sol = hjb.QLearning(hjb.TransitionSampler(lqr, 0.05), cfg).solve()
+    x = torch.tensor([[-1.0], [0.3], [1.7]], dtype=torch.float64)
+    u = torch.linspace(-40, 40, 40001, dtype=torch.float64)
+    for xi in x:
+        q = sol.q(xi.expand(u.shape[0], 1), u.unsqueeze(1)).squeeze(1)
+        mass = torch.trapezoid(torch.exp(q / cfg.temperature), u)
+        assert abs(float(mass) - 1) < 1e-6, float(mass)
+        assert abs(float(u[q.argmax()]) - float(sol.policy(xi.unsqueeze(0)))) < 1e-2
+
+
+# -- the machinery ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["q_learning", "td_actor_critic"])
+def test_same_seed_same_numbers_and_shapes(method, device):
+    lqr = hjb.StochasticLQR.scalar()
+    env = hjb.TransitionSampler(lqr, 0.05)
+    sols = [hjb.QLearning(env, small(method=method, seed=3, device=str(device))).solve() for _ in range(2)]
+    x = torch.linspace(-2, 2, 11, device=device).unsqueeze(1)
+    assert sols[0].value(x).shape == (11, 1) and sols[0].policy(x).shape == (11, 1)
+    assert torch.equal(sols[0].policy(x), sols[1].policy(x))
+    assert sols[0].history["loss"] == sols[1].history["loss"]
+    assert sols[0].history.last("transitions") == 20_000
+
+
+def test_monitor_is_logged_and_bounded_actions():
+    merton = hjb.Merton()
+    env = hjb.TransitionSampler(merton, 0.1)
+    cfg = small(value="power", power_exponent=-1.0, mean="constant", initial_action=(0.5, 0.1), exploration_std=0.3)
+    sol = hjb.QLearning(env, cfg).solve(monitor=lambda s: {"pi": float(s.policy(torch.ones(1, 1))[0, 0])})
+    assert len(sol.history["pi"]) == len(sol.history) and "precision_1" in sol.history
+    a = sol.policy(merton.grid(21))
+    assert bool(((a >= merton.action_low.to(a)) & (a <= merton.action_high.to(a))).all())
+
+
+class NaNWorld(ExactLQRWorld):
+    def step(self, x, a, generator=None):
+        r, x_next = super().step(x, a, generator)
+        return r * math.nan, x_next
+
+
+def test_divergence_names_the_iteration():
+    with pytest.raises(hjb.DivergenceError, match="iteration 0"):
+        hjb.QLearning(NaNWorld(0.05), small()).solve()
+
+
+def test_held_action_gain_tends_to_riccati():
+    lqr = hjb.StochasticLQR.scalar()
+    K = float(lqr.exact().K)
+    gaps = [abs(float(hjb.held_action_lqr_gain(lqr, dt)) - K) for dt in (0.1, 0.01, 0.001)]
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 2e-3 * K
+    assert 8 < gaps[0] / gaps[1] < 12                  # first order in dt
+
+
+def test_on_policy_gibbs_exploration_runs_and_learns_the_sign_of_the_gain():
+    lqr = hjb.StochasticLQR.scalar()
+    cfg = small(exploration_std=None, temperature=0.05, n_transitions=50_000)
+    sol = hjb.QLearning(hjb.TransitionSampler(lqr, 0.05), cfg).solve()
+    K, _ = hjb.fit_linear_gain(sol.policy, torch.linspace(-2, 2, 41).unsqueeze(1))
+    assert float(K) > 0.5                              # a stabilising feedback, from Gibbs-sampled actions only
+    with pytest.raises(ValueError, match="exploration_std"):
+        hjb.QLearningConfig(method="td_actor_critic", exploration_std=None)
