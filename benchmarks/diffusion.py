@@ -1,7 +1,7 @@
 """Benchmark of the chapter "Diffusion models as control": the verification identity, the learned score and
 the sample quality, at the quick preset (CPU) or the full one (GPU). Prints markdown tables.
 
-    python benchmarks/diffusion.py [--preset quick|full] [--device cpu|cuda] [--threads 2]
+    python benchmarks/diffusion.py [--preset quick|full] [--device cpu|cuda] [--threads 1]
 
 Targets (quick preset): |J - V| <= 3 s.e. for the exact control; J - V = gap within 3 s.e. for at least three
 perturbed controls; the learned score's p_s-weighted relative L2 error <= 5% at every s in [0.05 T, T], trained
@@ -26,7 +26,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="quick", choices=sorted(SETTINGS))
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

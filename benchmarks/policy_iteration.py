@@ -1,6 +1,6 @@
 """Time-to-accuracy of neural policy iteration on the chapters' problems (quick preset, CPU).
 
-    python benchmarks/policy_iteration.py [--problems lqr merton lqr10] [--threads 2] [--preset quick]
+    python benchmarks/policy_iteration.py [--problems lqr merton lqr10] [--threads 1] [--preset quick]
 
 For each problem the solver runs iteration by iteration with ``hjb.chapter_config(problem, preset)``; after
 each iteration the errors against the closed form are read from its history (computed on the solver's fixed
@@ -70,7 +70,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", nargs="+", default=["lqr", "merton", "lqr10"], choices=sorted(TARGETS))
     ap.add_argument("--preset", default="quick")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--iterations", type=int, default=None, help="override the budget of policy iterations")
     args = ap.parse_args(argv)
