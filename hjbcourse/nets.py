@@ -34,6 +34,8 @@ def _silu(z):
 
 # name -> function returning (sigma(z), sigma'(z), sigma''(z))
 ACTIVATIONS: dict[str, Callable] = {"tanh": _tanh, "softplus": _softplus, "silu": _silu}
+# the value alone, for the plain forward pass (no derivative work there)
+_VALUE_ONLY: dict[str, Callable] = {"tanh": torch.tanh, "softplus": nn.functional.softplus, "silu": nn.functional.silu}
 
 
 class MLP(nn.Module):
@@ -52,6 +54,7 @@ class MLP(nn.Module):
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
         self._act = ACTIVATIONS[activation]
+        self._value = _VALUE_ONLY[activation]
         lo = torch.full((in_dim,), -1.0, dtype=torch.float64) if in_low is None else torch.as_tensor(in_low, dtype=torch.float64).reshape(-1).expand(in_dim)
         hi = torch.full((in_dim,), 1.0, dtype=torch.float64) if in_high is None else torch.as_tensor(in_high, dtype=torch.float64).reshape(-1).expand(in_dim)
         if not bool((hi > lo).all()):
@@ -68,7 +71,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = (x - self.in_center) / self.in_halfwidth
         for layer in self.hidden:
-            h = self._act(layer(h))[0]
+            h = self._value(layer(h))
         return self.out_shift + self.out_scale * self.out(h)
 
     def forward_laplacian(self, x: torch.Tensor, first: torch.Tensor | None, second: torch.Tensor):
