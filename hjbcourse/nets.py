@@ -86,17 +86,18 @@ class MLP(nn.Module):
         dirs = second if first is None else torch.cat([first, second], dim=-1)
         inv = 1.0 / self.in_halfwidth
         h = (x - self.in_center) * inv
-        J = dirs * inv[None, :, None]                      # (B, d, p+m): derivatives of the scaled input
+        # directions along dim 1, features last: every layer is then one contiguous (B*p, n) @ (n, n') matmul
+        J = dirs.transpose(1, 2) * inv                     # (B, p+m, d): derivatives of the scaled input
         L = None                                           # sum of second derivatives: zero at the input
         for layer in self.hidden:
             z = layer(h)
-            Jz = torch.einsum("oi,bip->bop", layer.weight, J)
-            Lz = None if L is None else L @ layer.weight.T
+            Jz = J @ layer.weight.T
             h, d1, d2 = self._act(z)
-            Js = Jz[..., -m:]
-            L = d1 * Lz + d2 * (Js * Js).sum(-1) if Lz is not None else d2 * (Js * Js).sum(-1)
-            J = d1.unsqueeze(-1) * Jz
+            Js = Jz[:, -m:, :]
+            curv = d2 * (Js * Js).sum(1)
+            L = curv if L is None else d1 * (L @ layer.weight.T) + curv
+            J = d1.unsqueeze(1) * Jz
         y = self.out_shift + self.out_scale * self.out(h)
-        dy = self.out_scale * torch.einsum("oi,bip->bop", self.out.weight, J)
+        dy = self.out_scale * (J @ self.out.weight.T).transpose(1, 2)
         lap = self.out_scale * (L @ self.out.weight.T)
         return y, dy, lap
