@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .problems import _scalar
 from .runtime import make_generator, progress
 from .training import History, SolverConfig, check_finite
 
@@ -94,18 +95,6 @@ def _tensor(name: str, value, ndim: int, dtype=None, device=None) -> torch.Tenso
     return t
 
 
-def _positive_float(name: str, value) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be a real number, got {value!r}") from e
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return v
-
-
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -132,9 +121,9 @@ class VPSDE:
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0):
-        self.beta_min = _positive_float("beta_min", beta_min)
-        self.beta_max = _positive_float("beta_max", beta_max)
-        self.T = _positive_float("T", T)
+        self.beta_min = _scalar("beta_min", beta_min, positive=True)
+        self.beta_max = _scalar("beta_max", beta_max, positive=True)
+        self.T = _scalar("T", T, positive=True)
         if self.beta_max < self.beta_min:
             raise ValueError(f"beta_max must be >= beta_min, got beta_max={beta_max} < beta_min={beta_min}")
 
@@ -753,10 +742,10 @@ class ScoreMatchingConfig(SolverConfig):
         super().__post_init__()
         for name in ("hidden", "depth", "n_freq", "iterations", "batch_size", "eval_every", "eval_samples"):
             _positive_int(name, getattr(self, name))
-        _positive_float("lr", self.lr)
-        _positive_float("lr_final", self.lr_final)
-        _positive_float("s_min", self.s_min)
-        _positive_float("time_power", self.time_power)
+        _scalar("lr", self.lr, positive=True)
+        _scalar("lr_final", self.lr_final, positive=True)
+        _scalar("s_min", self.s_min, positive=True)
+        _scalar("time_power", self.time_power, positive=True)
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must lie in [0, 1), got {self.ema}")
         if self.cpu_threads is not None:
@@ -928,7 +917,7 @@ def wasserstein_distance(x: torch.Tensor, y: torch.Tensor, *, p: int = 2, method
         cost = ot.emd2(a, b, M, numItermax=10_000_000)
     else:
         scale = M.mean()
-        cost = ot.sinkhorn2(a, b, M / scale, _positive_float("reg", reg), numItermax=10000) * scale
+        cost = ot.sinkhorn2(a, b, M / scale, _scalar("reg", reg, positive=True), numItermax=10000) * scale
     return float(cost) ** (1.0 / p)
 
 
