@@ -81,7 +81,8 @@ def generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f: tor
             z = _rademacher((B, m, n_probes), g_, x)
             dirs = S @ z                                                # (B, d, n_probes)
             scale = 1.0 / n_probes
-        _, dy, lap = V.forward_laplacian(x, f.unsqueeze(-1), dirs)
+        with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+            _, dy, lap = V.forward_laplacian(x, f.unsqueeze(-1), dirs, second_gradients=False)
         out = dy[:, 0, 0] + 0.5 * scale * lap[:, 0]
     else:
         x, _, g = _grad(V, x, True)
