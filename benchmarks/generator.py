@@ -1,6 +1,6 @@
 """Cost of the generator L^a V = grad V . f + 1/2 Tr(S S^T Hess V) by method, as a ratio to the autograd loop.
 
-    python benchmarks/generator.py [--repeats 5] [--dims 1 10 50 100] [--threads 2]
+    python benchmarks/generator.py [--repeats 5] [--dims 1 10 50 100] [--threads 2] [--device cpu|cuda]
 
 For each dimension d: a batch of 1024 states, V = hjb.MLP(d, 1, width=128, depth=3) (tanh), a drift f and
 a full-rank diffusion S of shape (B, d, d), so the trace runs over d directions. Two costs are timed:
@@ -23,23 +23,27 @@ import hjbcourse as hjb
 METHODS = ("autograd", "forward", "hutchinson")
 
 
-def _time(fn, repeats: int) -> float:
+def _time(fn, repeats: int, device: torch.device) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     fn()  # warm-up
+    sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return min(times)
 
 
-def measure(d: int, batch: int = 1024, repeats: int = 5, seed: int = 0) -> dict:
+def measure(d: int, batch: int = 1024, repeats: int = 5, seed: int = 0, device="cpu") -> dict:
+    device = torch.device(device)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    V = hjb.MLP(d, 1, width=128, depth=3)
-    x = torch.randn(batch, d, generator=g)
-    f = torch.randn(batch, d, generator=g)
-    S = torch.randn(batch, d, d, generator=g) / d ** 0.5
+    V = hjb.MLP(d, 1, width=128, depth=3).to(device)
+    x = torch.randn(batch, d, generator=g).to(device)
+    f = torch.randn(batch, d, generator=g).to(device)
+    S = (torch.randn(batch, d, d, generator=g) / d ** 0.5).to(device)
     out = {}
     for m in METHODS:
         def evaluate():
@@ -49,7 +53,7 @@ def measure(d: int, batch: int = 1024, repeats: int = 5, seed: int = 0) -> dict:
             V.zero_grad(set_to_none=True)
             hjb.generator(V, x, f, S, method=m, generator=1, create_graph=True).mean().backward()
 
-        out[m] = {"eval": _time(evaluate, repeats), "train": _time(train, repeats)}
+        out[m] = {"eval": _time(evaluate, repeats, device), "train": _time(train, repeats, device)}
     # the exact methods must agree (a benchmark of wrong numbers is worthless)
     a = hjb.generator(V, x, f, S, method="autograd", create_graph=False)
     b = hjb.generator(V, x, f, S, method="forward", create_graph=False)
@@ -63,10 +67,12 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = {d: measure(d, args.batch, args.repeats) for d in args.dims}
-    print(f"Generator cost, batch {args.batch}, MLP 3x128 tanh, full-rank S (B, d, d), {args.threads} threads, "
+    rows = {d: measure(d, args.batch, args.repeats, device=args.device) for d in args.dims}
+    where = (torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {args.threads} threads")
+    print(f"Generator cost, batch {args.batch}, MLP 3x128 tanh, full-rank S (B, d, d), {where}, "
           f"best of {args.repeats}; torch {torch.__version__}")
     print()
     print("| d | autograd eval (ms) | autograd train (ms) | forward eval | forward train | hutchinson eval | "

@@ -833,9 +833,10 @@ class ScoreMatching:
         ema.requires_grad_(False)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.iterations, eta_min=cfg.lr_final)
-        g = make_generator(cfg.seed, "cpu" if self.gm is None or self.gm.device.type == "cpu" else self.gm.device)
+        data_device = "cpu" if self.gm is None else self.gm.device    # draws from the data happen where it lives
+        g = make_generator(cfg.seed, data_device)
         g_noise = make_generator(cfg.seed + 1, dev)
-        eval_gen = make_generator(cfg.seed + 2, "cpu")
+        eval_gen = make_generator(cfg.seed + 2, data_device)
         hist = History()
         model = ScoreModel(ema, self.sde, hist)
         ep, ap = list(ema.parameters()), list(net.parameters())
