@@ -16,6 +16,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from .exact import QuadraticSolution
 from .runtime import make_generator
 from .training import History, check_finite
 
@@ -200,23 +201,11 @@ def _check_policy(mdp: FiniteMDP, policy) -> torch.Tensor:
 # The discrete-time LQR with time step h
 # ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class DiscreteLQRSolution:
+class DiscreteLQRSolution(QuadraticSolution):
     """V_h(x) = -1/2 x'P x - c and a_h(x) = -K x for the time-step-h LQR (book: chapter 1, eq. (ch1-dare))."""
 
-    P: torch.Tensor
-    K: torch.Tensor
-    c: float
     h: float
     gamma: float
-
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, d) -> (B, 1)."""
-        P = self.P.to(x)
-        return -0.5 * ((x @ P) * x).sum(-1, keepdim=True) - self.c
-
-    def policy(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, d) -> (B, k)."""
-        return -x @ self.K.to(x).T
 
 
 def _discrete_data(problem, h):

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-__all__ = ["LQRSolution", "MertonSolution", "solve_lqr", "solve_merton", "riccati_residual"]
+__all__ = ["QuadraticSolution", "LQRSolution", "MertonSolution", "solve_lqr", "solve_merton", "riccati_residual"]
 
 
 def riccati_residual(A, B, Q, R, P, rho) -> np.ndarray:
@@ -24,13 +24,13 @@ def riccati_residual(A, B, Q, R, P, rho) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class LQRSolution:
-    """V(x) = -1/2 x'Px - c and a*(x) = -K x, with K = R^{-1} B'P and c = Tr(D D' P) / (2 rho)."""
+class QuadraticSolution:
+    """A quadratic value and a linear feedback: V(x) = -1/2 x'Px - c and a(x) = -K x (the LQR's shape, in
+    continuous time here and with a time step in :mod:`hjbcourse.discrete`)."""
 
     P: torch.Tensor
     K: torch.Tensor
     c: float
-    rho: float
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d) -> (B, 1)."""
@@ -44,6 +44,13 @@ class LQRSolution:
     def gradient(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d) -> (B, d): grad V = -P x."""
         return -x @ self.P.to(x)
+
+
+@dataclass(frozen=True)
+class LQRSolution(QuadraticSolution):
+    """V(x) = -1/2 x'Px - c and a*(x) = -K x, with K = R^{-1} B'P and c = Tr(D D' P) / (2 rho)."""
+
+    rho: float
 
 
 def solve_lqr(problem) -> LQRSolution:

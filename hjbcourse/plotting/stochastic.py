@@ -3,24 +3,17 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import matplotlib.pyplot as plt
 import numpy as np
+
+from ._common import _axes
 
 __all__ = ["plot_diffusion_paths", "plot_generator_convergence", "plot_riccati_polynomial",
            "plot_merton_constants", "plot_riccati_ode", "plot_finite_horizon_paths"]
 
 
-def _axes(ax, ncols=1, figsize=(6.0, 4.0)):
-    if ax is not None:
-        axes = np.atleast_1d(ax)
-        return axes[0].figure, axes
-    fig, axes = plt.subplots(1, ncols, figsize=figsize, constrained_layout=True)
-    return fig, np.atleast_1d(axes)
-
-
 def plot_diffusion_paths(t, paths: Mapping[str, np.ndarray], ax=None, max_paths: int = 20, title=None):
     """Sample paths (n, len(t)) per label (e.g. one label per constant action), with the mean in bold."""
-    fig, (ax,) = _axes(ax)
+    fig, (ax,) = _axes(ax, layout="constrained")
     t = np.asarray(t)
     for i, (label, p) in enumerate(paths.items()):
         color = f"C{i}"
@@ -38,7 +31,7 @@ def plot_generator_convergence(h, errors: Mapping[str, np.ndarray], predicted: M
                                ax=None, title=None):
     """log-log |(E phi(X_h) - phi(x))/h - L^a phi(x)| against h, one curve per label; ``predicted`` maps a
     label to the constant C of the expected leading error C h (drawn dashed)."""
-    fig, (ax,) = _axes(ax)
+    fig, (ax,) = _axes(ax, layout="constrained")
     h = np.asarray(h)
     for i, (label, err) in enumerate(errors.items()):
         err = np.abs(np.asarray(err))
@@ -56,7 +49,7 @@ def plot_generator_convergence(h, errors: Mapping[str, np.ndarray], predicted: M
 def plot_riccati_polynomial(P, values, roots, ax=None, title=None):
     """The scalar discounted Riccati polynomial against P with its roots marked (the positive one is the
     stabilising solution)."""
-    fig, (ax,) = _axes(ax)
+    fig, (ax,) = _axes(ax, layout="constrained")
     ax.plot(P, values, color="C0")
     ax.axhline(0.0, color="k", lw=0.6)
     for r in roots:
@@ -72,7 +65,7 @@ def plot_riccati_polynomial(P, values, roots, ax=None, title=None):
 def plot_merton_constants(gamma, pi, k, feasible, ax=None, title=None):
     """Merton's pi*(gamma) and k*(gamma) (two panels), with the infeasible gammas (rho - (1-gamma) M <= 0)
     shaded."""
-    fig, axes = _axes(ax, ncols=2, figsize=(10.0, 3.8))
+    fig, axes = _axes(ax, ncols=2, figsize=(10.0, 3.8), layout="constrained")
     gamma, pi, k, feasible = (np.asarray(v) for v in (gamma, pi, k, feasible))
     for ax_, y, name in ((axes[0], pi, r"$\pi^*$"), (axes[1], k, r"$k^*$")):
         ax_.plot(gamma[feasible], y[feasible], color="C0")
@@ -90,7 +83,7 @@ def plot_merton_constants(gamma, pi, k, feasible, ax=None, title=None):
 def plot_riccati_ode(curves: Mapping[str, tuple], P_inf: float | None = None, ax=None, title=None):
     """P(t) on [0, T] for several terminal weights: ``curves`` maps a label to (t, P(t)); ``P_inf`` is the
     stationary (Appendix A) solution, drawn dashed."""
-    fig, (ax,) = _axes(ax)
+    fig, (ax,) = _axes(ax, layout="constrained")
     for i, (label, (t, P)) in enumerate(curves.items()):
         ax.plot(t, P, color=f"C{i}", label=label)
     if P_inf is not None:
@@ -104,7 +97,7 @@ def plot_riccati_ode(curves: Mapping[str, tuple], P_inf: float | None = None, ax
 
 def plot_finite_horizon_paths(t, paths, gain=None, ax=None, title=None):
     """State paths (n, len(t)) under the optimal feedback and, if given, the gain K(t) on a second axis."""
-    fig, (ax,) = _axes(ax)
+    fig, (ax,) = _axes(ax, layout="constrained")
     paths = np.asarray(paths)
     ax.plot(t, paths.T, color="C0", alpha=0.3, lw=0.8)
     ax.plot(t, paths.mean(0), color="C0", lw=2, label="mean of the paths shown")

@@ -6,15 +6,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ._common import _axes
+
 __all__ = ["plot_contraction", "plot_loglog_convergence", "plot_fd_solution", "plot_kink"]
-
-
-def _axes(ax, ncols=1, figsize=(6.0, 4.0)):
-    if ax is not None:
-        axes = np.atleast_1d(ax)
-        return axes[0].figure, axes
-    fig, axes = plt.subplots(1, ncols, figsize=figsize, squeeze=False)
-    return fig, axes[0]
 
 
 def plot_contraction(results: dict, V_star: torch.Tensor, gamma: float | None = None, ax=None):
