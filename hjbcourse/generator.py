@@ -44,8 +44,9 @@ def _grad(V, x, create_graph):
 
 
 def _rademacher(shape, generator, like):
-    z = torch.randint(0, 2, shape, generator=generator, device=generator.device, dtype=torch.int64)
-    return (2 * z - 1).to(dtype=like.dtype, device=like.device)
+    # drawn in the floating dtype directly (the same draws as int64 0/1, without two conversion passes)
+    z = torch.randint(0, 2, shape, generator=generator, device=generator.device, dtype=like.dtype)
+    return z.mul_(2).sub_(1).to(device=like.device)
 
 
 def generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f: torch.Tensor, S: torch.Tensor,
