@@ -19,8 +19,7 @@ CHAPTER_PROBLEMS = ("lqr", "lqr10", "merton")
 
 def chapter_problem(name: str):
     """The problem of a chapter: ``"lqr"`` (the scalar LQR), ``"lqr10"`` (the 10-D coupled LQR), ``"merton"``."""
-    from .problems import Merton, StochasticLQR
-    from .solvers.policy_iteration import coupled_lqr
+    from .problems import Merton, StochasticLQR, coupled_lqr
 
     if name == "lqr":
         return StochasticLQR.scalar(alpha=-0.5, beta=1.0, q=1.0, r_a=0.1, sigma=0.3, rho=0.1)

@@ -18,6 +18,7 @@ __all__ = [
     "ControlProblem",
     "FiniteHorizonProblem",
     "StochasticLQR",
+    "coupled_lqr",
     "Merton",
     "as_float64",
     "squash_to_bounds",
@@ -306,6 +307,25 @@ class StochasticLQR(ControlProblem):
         from .exact import solve_lqr
 
         return solve_lqr(self)
+
+
+def coupled_lqr(d: int = 10, alpha: float = -0.5, coupling: float = 0.2, skew: float = 0.1, q: float = 1.0,
+                r_a: float = 0.1, sigma: float = 0.3, noise_coupling: float = 0.2, rho: float = 0.1,
+                domain=(-2.0, 2.0)):
+    """The d-dimensional coupled LQR of the chapter "Stochastic LQR" (book: section "Ten coupled states").
+
+    Each state is the scalar example's (drift ``alpha``, action cost ``r_a``, noise ``sigma``), coupled to its
+    neighbours on a chain: A = alpha I + coupling (N + N') + skew (N - N') with N the shift matrix (ones on
+    the superdiagonal), B = I, Q = q I, R = r_a I and D = sigma (I + noise_coupling (N + N')): the drift mixes
+    neighbours, non-symmetrically, and so does the noise.
+    """
+    if not isinstance(d, int) or d < 2:
+        raise ValueError(f"d must be an integer >= 2, got {d!r}")
+    N = torch.diag(torch.ones(d - 1, dtype=torch.float64), 1)
+    eye = torch.eye(d, dtype=torch.float64)
+    A = alpha * eye + coupling * (N + N.T) + skew * (N - N.T)
+    D = sigma * (eye + noise_coupling * (N + N.T))
+    return StochasticLQR(A, eye, q * eye, r_a * eye, D, rho, domain=domain)
 
 
 class Merton(ControlProblem):

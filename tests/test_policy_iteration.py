@@ -73,7 +73,7 @@ def test_fit_quadratic_form_and_gain_recover_known_matrices():
     assert torch.allclose(Kf, K, atol=1e-10) and torch.allclose(k0, torch.full((2,), 0.25, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("problem", [hjb.StochasticLQR.scalar(), hjb.Merton(), pi.coupled_lqr(4)],
+@pytest.mark.parametrize("problem", [hjb.StochasticLQR.scalar(), hjb.Merton(), hjb.coupled_lqr(4)],
                          ids=["lqr", "merton", "lqr4"])
 def test_hjb_residual_vanishes_at_the_closed_form(problem):
     ex = problem.exact()
@@ -92,10 +92,55 @@ def test_hjb_residual_sees_a_wrong_policy():
 
 # ---------------------------------------------------------------------------------------------- config
 @pytest.mark.parametrize("field,value", [("iterations", 0), ("dt", -0.1), ("scheme", "rk4"), ("policy", "critic"),
-                                         ("paths_per_state", 3), ("horizon", 0.0), ("generator_method", "exact")])
+                                         ("paths_per_state", 3), ("horizon", 0.0), ("generator_method", "exact"),
+                                         ("input_scaling", "sqrt"), ("state_box", 0.5),
+                                         ("initial_paths_per_state", 3)])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         hjb.PolicyIterationConfig.preset("quick", **{field: value})
+
+
+def test_log_input_scaling_needs_positive_states():
+    with pytest.raises(ValueError, match="input_scaling"):
+        hjb.PolicyIteration(hjb.StochasticLQR.scalar(), smoke(input_scaling="log"))
+
+
+def test_mapped_input_network_log_scaling_box_and_extension():
+    m = hjb.Merton()                                   # domain [0.5, 2]: log box [-log 2, log 2]
+    torch.manual_seed(0)
+    v = pi.make_value_network(m, 16, 2, input_scaling="log", box=2.0, dtype=torch.float64)
+    a = pi.make_policy_network(m, 16, 2, input_scaling="log", box=2.0, dtype=torch.float64)
+    with torch.no_grad():
+        a.net.out.weight.normal_()
+    x = m.grid(7, dtype=torch.float64)
+    with torch.no_grad():  # inside the box: an MLP of log x
+        assert torch.allclose(v(x), v.net(torch.log(x)), atol=1e-12)
+        edge = torch.tensor([[0.25], [4.0]], dtype=torch.float64)    # the box is [0.25, 4] in wealth
+        far = torch.tensor([[0.25 / 1.5], [4.0 * 1.5]], dtype=torch.float64)
+        assert torch.allclose(a(far), a(edge), atol=1e-12)          # the policy is constant beyond the box
+    # the value continues along its slope at the face: V(far) = V(edge) + log(1.5) |dV/dlog x| (signed)
+    z = torch.log(edge).requires_grad_(True)
+    (g,) = torch.autograd.grad(v.net(z).sum(), z)
+    with torch.no_grad():
+        expected = v(edge) + torch.log(torch.tensor(1.5, dtype=torch.float64)) * g * torch.tensor([[-1.0], [1.0]],
+                                                                                                  dtype=torch.float64)
+        assert torch.allclose(v(far), expected, rtol=1e-4, atol=1e-6)
+    x_out = pi.clamp_to_box(m, torch.tensor([[0.01], [1.0], [100.0]]), 2.0, "log")
+    assert torch.allclose(x_out, torch.tensor([[0.25], [1.0], [4.0]]), rtol=1e-6)
+
+
+def test_log_scaling_and_state_box_options_run_and_keep_states_in_the_box(tmp_path):
+    m = hjb.Merton()
+    cfg = smoke(input_scaling="log", state_box=3.0, initial_paths_per_state=4, initial_action=(1.0, 0.03))
+    s = hjb.PolicyIteration(m, cfg)
+    s.solve()
+    lo, hi = 0.5 / 2 ** 2, 2.0 * 2 ** 2           # log box: log 2 half-width, three times: [1/8, 8]
+    assert float(s._endpoints.min()) >= lo * (1 - 1e-5) and float(s._endpoints.max()) <= hi * (1 + 1e-5)
+    assert all(math.isfinite(v) for v in s.history["value_fit_mse"] + s.history["pi_rel"])
+    s2 = hjb.PolicyIteration.load(s.save(tmp_path / "m.pt"), m)
+    x = m.grid(5)
+    with torch.no_grad():
+        assert torch.equal(s.value_net(x), s2.value_net(x)) and torch.equal(s.policy_net(x), s2.policy_net(x))
 
 
 def test_solver_rejects_a_non_problem():

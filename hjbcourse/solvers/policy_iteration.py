@@ -17,6 +17,10 @@ differences; it removes most of the noise of y once V_old is close. Paths come i
 enters the new target multiplied by e^{-rho T}, so repeated evaluations contract it at that rate; the first
 evaluation starts from V_0 = 0 with the longer horizon ``initial_horizon``. A quarter of the training states
 (``replay_fraction``) are end points of the previous paths, because the bootstrap reads V_old there.
+For a positive state that moves geometrically (wealth), ``input_scaling="log"`` lets the networks read
+log x, and ``state_box`` bounds the region they are trained on and read in: end points are clamped into the
+domain enlarged ``state_box`` times (in the networks' input coordinates), the policy is constant beyond it
+and the value continues linearly along its slope at the box's face (:class:`MappedInputMLP`).
 
 *Improvement.* gradient ascent on Q(x, a) = (r(x, a) + L^a V_theta(x)) / rho in the policy parameters, with
 grad V and Hess V computed once from the new value network and detached (only the policy moves). Or, with
@@ -27,8 +31,9 @@ on a (checked on sampled states when the solver starts).
 Reusable pieces (also used by the q-learning solver): :func:`make_value_network`,
 :func:`make_policy_network`, :class:`PolicyNetwork`, :func:`training_states`, :func:`evaluation_states`,
 :func:`rollout_targets`, :func:`fit_value`, :func:`improve_policy`, :class:`GreedyPolicy`,
-:func:`discounted_reward_of_policy`, :func:`set_constant_action`. The chapters' problems and settings:
-:func:`coupled_lqr`, :func:`chapter_config`.
+:func:`discounted_reward_of_policy`, :func:`set_constant_action`. The chapters' settings:
+:func:`chapter_config` (their problems: :meth:`~hjbcourse.StochasticLQR.scalar`, :func:`~hjbcourse.coupled_lqr`,
+:class:`~hjbcourse.Merton`).
 """
 from __future__ import annotations
 
@@ -56,17 +61,18 @@ __all__ = [
     "PolicyIteration",
     "PolicyIterationSolution",
     "PolicyNetwork",
+    "MappedInputMLP",
     "GreedyPolicy",
     "make_value_network",
     "make_policy_network",
     "set_constant_action",
     "training_states",
+    "clamp_to_box",
     "evaluation_states",
     "rollout_targets",
     "fit_value",
     "improve_policy",
     "discounted_reward_of_policy",
-    "coupled_lqr",
     "chapter_config",
 ]
 
@@ -91,9 +97,21 @@ class PolicyIterationConfig(SolverConfig):
     iteration, of a pilot simulation of the initial policy): the bootstrap evaluates V_old at X_T, so V must
     be fitted there too, also where the paths leave the region the reader looks at (Merton's wealth does).
 
+    The first evaluation has no control variate (V_0 = 0), so it averages ``initial_paths_per_state``
+    paths per state (None: ``paths_per_state``); simulating is cheap next to fitting, and the first fit
+    decides the first improved policy.
+
     Networks: value ``value_width`` x ``value_depth``, policy ``policy_width`` x ``policy_depth``, smooth
-    ``activation``. Fitting: ``value_steps`` Adam steps on minibatches of ``value_batch`` per iteration, the
-    learning rate decaying geometrically from ``value_lr`` to ``value_lr_final`` over the budget.
+    ``activation``, their inputs mapped to [-1, 1] on ``problem.domain``: affinely (``input_scaling=
+    "affine"``) or affinely in log x (``"log"``, for positive states that move geometrically and span a
+    ratio, like wealth). ``state_box`` (None: off) is the domain enlarged that many times about its centre in
+    those input coordinates: replayed end points are clamped into it, the policy is constant beyond it and
+    the value continues to first order along its slope at the box's face, instead of extrapolating freely
+    where no state was trained.
+
+    Fitting: ``value_steps`` Adam steps on minibatches of ``value_batch`` per iteration, the learning rate
+    decaying geometrically from ``value_lr`` to ``value_lr_final`` over the budget, then ``polish_steps``
+    full-batch L-BFGS steps.
     Improvement: ``policy="actor"`` (``policy_steps`` full-batch Adam steps at ``policy_lr``) or
     ``policy="greedy"`` (closed form, control-affine problems with quadratic action cost). The actor starts
     from the constant ``initial_action`` (None: the squash of 0, i.e. 0 for unbounded actions and the middle
@@ -105,6 +123,7 @@ class PolicyIterationConfig(SolverConfig):
     iterations: int = 15
     n_states: int = 1024
     paths_per_state: int = 2
+    initial_paths_per_state: int | None = None
     antithetic: bool = True
     horizon: float | None = None
     initial_horizon: float | None = None
@@ -118,7 +137,9 @@ class PolicyIterationConfig(SolverConfig):
     policy_width: int = 32
     policy_depth: int = 2
     activation: str = "tanh"
+    input_scaling: str = "affine"
     replay_fraction: float = 0.25
+    state_box: float | None = None
     value_steps: int = 300
     value_batch: int = 512
     value_lr: float = 3e-3
@@ -159,10 +180,18 @@ class PolicyIterationConfig(SolverConfig):
             raise ValueError(f"min_iterations must be a non-negative integer, got {self.min_iterations!r}")
         if self.antithetic and self.paths_per_state % 2:
             raise ValueError(f"paths_per_state must be even when antithetic=True, got {self.paths_per_state}")
+        ipp = self.initial_paths_per_state
+        if ipp is not None and (not isinstance(ipp, int) or isinstance(ipp, bool) or ipp < 1
+                                or (self.antithetic and ipp % 2)):
+            raise ValueError(f"initial_paths_per_state must be None or a positive integer (even when antithetic), "
+                             f"got {ipp!r}")
         for name in ("horizon", "initial_horizon", "initial_dt"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number or None, got {v!r}")
+        if self.state_box is not None and not (isinstance(self.state_box, (int, float))
+                                                and math.isfinite(self.state_box) and self.state_box >= 1):
+            raise ValueError(f"state_box must be a number >= 1 or None, got {self.state_box!r}")
         if not (isinstance(self.replay_fraction, (int, float)) and 0 <= self.replay_fraction < 1):
             raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction!r}")
         for name in ("dt", "value_lr", "value_lr_final", "policy_lr", "tol"):
@@ -173,6 +202,8 @@ class PolicyIterationConfig(SolverConfig):
             raise ValueError(f"scheme must be one of {SDE_SCHEMES}, got {self.scheme!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.input_scaling not in INPUT_SCALINGS:
+            raise ValueError(f"input_scaling must be one of {INPUT_SCALINGS}, got {self.input_scaling!r}")
         if self.policy not in ("actor", "greedy"):
             raise ValueError(f"policy must be 'actor' or 'greedy', got {self.policy!r}")
         if self.initial_action is not None:
@@ -202,16 +233,99 @@ class PolicyIterationConfig(SolverConfig):
 # ---------------------------------------------------------------------------------------------------------
 # Networks
 # ---------------------------------------------------------------------------------------------------------
+INPUT_SCALINGS = ("affine", "log")
+
+
+class MappedInputMLP(nn.Module):
+    """(B, d) -> (B, out_dim): an :class:`~hjbcourse.MLP` of log x (``log=True``, for positive states) or of x,
+    with its inputs optionally held inside a box (made by :func:`make_value_network` and
+    :func:`make_policy_network` when ``input_scaling="log"`` or a ``box`` is given).
+
+    The MLP's input box is ``[in_low, in_high]`` (its log with ``log=True``, which needs it positive), mapped
+    to [-1, 1]^d as usual. A state that moves geometrically (dX = X (b dt + s dW), like Merton's wealth)
+    spreads evenly in log x, and a power law x^p becomes the smooth e^{p log x}. With ``box`` the mapped
+    input is clamped to [-box, box]^d: beyond the box the network is constant, equal to its value on the
+    box's face, instead of extrapolating (a tanh network extrapolated far in log x can return anything, and a
+    policy that does sends the paths further out); with ``extrapolate=True`` (the value network) it continues
+    instead to first order, N(z) = N(z_c) + |z - z_c| dN/du at the face point z_c, u = (z - z_c)/|z - z_c|
+    (the slope by a central difference). Exposes the MLP's ``out``, ``out_scale``, ``out_shift``. No
+    forward-Laplacian pass: the generator falls back to autograd for it.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, width: int, depth: int, activation: str, in_low, in_high,
+                 log: bool = False, box: float | None = None, extrapolate: bool = False):
+        super().__init__()
+        lo = torch.as_tensor(in_low, dtype=torch.float64).reshape(-1).expand(in_dim)
+        hi = torch.as_tensor(in_high, dtype=torch.float64).reshape(-1).expand(in_dim)
+        if log and not bool((lo > 0).all()):
+            raise ValueError(f"input_scaling='log' needs a domain in positive states, got low {lo.tolist()}")
+        if box is not None and not box >= 1:
+            raise ValueError(f"box must be >= 1 or None, got {box!r}")
+        if log:
+            lo, hi = lo.log(), hi.log()
+        self.log, self.box, self.extrapolate = bool(log), box, bool(extrapolate)
+        self.net = MLP(in_dim, out_dim, width=width, depth=depth, activation=activation, in_low=lo, in_high=hi)
+        b = 1.0 if box is None else float(box)
+        self.register_buffer("z_low", ((hi + lo) / 2 - b * (hi - lo) / 2).float())
+        self.register_buffer("z_high", ((hi + lo) / 2 + b * (hi - lo) / 2).float())
+
+    @property
+    def out(self) -> nn.Linear:
+        return self.net.out
+
+    @property
+    def out_scale(self) -> torch.Tensor:
+        return self.net.out_scale
+
+    @property
+    def out_shift(self) -> torch.Tensor:
+        return self.net.out_shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)) if self.log else x
+        if self.box is None:
+            return self.net(z)
+        zc = torch.minimum(torch.maximum(z, self.z_low), self.z_high)
+        out = self.net(zc)
+        if not self.extrapolate:
+            return out
+        e = z - zc
+        rows = (e != 0).any(-1).nonzero().squeeze(-1)
+        if rows.numel() == 0:
+            return out
+        # first-order extension beyond the box: V(z) = V(zc) + |e| dV/du at zc, u = e/|e| (central difference)
+        length = e[rows].norm(dim=-1, keepdim=True)
+        h = 1e-2 * (self.z_high - self.z_low).min() / 2
+        u = e[rows] / length
+        both = self.net(torch.cat([zc[rows] + h * u, zc[rows] - h * u]))
+        slope = (both[: rows.numel()] - both[rows.numel():]) / (2 * h)
+        return out.index_add(0, rows, slope * length)
+
+
+def _input_net(problem: ControlProblem, out_dim: int, width: int, depth: int, activation: str,
+               input_scaling: str, box: float | None, extrapolate: bool = False) -> nn.Module:
+    if input_scaling not in INPUT_SCALINGS:
+        raise ValueError(f"input_scaling must be one of {INPUT_SCALINGS}, got {input_scaling!r}")
+    lo, hi = problem.domain
+    if input_scaling == "affine" and box is None:  # the plain MLP keeps its forward-Laplacian pass
+        return MLP(problem.state_dim, out_dim, width=width, depth=depth, activation=activation, in_low=lo,
+                   in_high=hi)
+    return MappedInputMLP(problem.state_dim, out_dim, width, depth, activation, lo, hi,
+                          log=input_scaling == "log", box=box, extrapolate=extrapolate)
+
+
 def make_value_network(problem: ControlProblem, width: int = 64, depth: int = 3, activation: str = "tanh",
-                       dtype=torch.float32, device="cpu") -> MLP:
-    """(B, d) -> (B, 1): an MLP whose inputs are scaled so that ``problem.domain`` maps to [-1, 1]^d.
+                       dtype=torch.float32, device="cpu", input_scaling: str = "affine",
+                       box: float | None = None) -> nn.Module:
+    """(B, d) -> (B, 1): an MLP whose inputs are scaled so that ``problem.domain`` maps to [-1, 1]^d:
+    affinely (``input_scaling="affine"``), or affinely in log x (``"log"``, for a domain of positive states);
+    with ``box`` the scaled inputs are clamped to [-box, box]^d (a :class:`MappedInputMLP`).
 
     The output scale and shift start at 1 and 0; :func:`fit_value` sets them from the first targets, so the
     network works in units of the value's spread whatever the problem's magnitude.
     """
-    lo, hi = problem.domain
-    return MLP(problem.state_dim, 1, width=width, depth=depth, activation=activation, in_low=lo,
-               in_high=hi).to(dtype=dtype, device=device)
+    return _input_net(problem, 1, width, depth, activation, input_scaling, box, extrapolate=True).to(
+        dtype=dtype, device=device)
 
 
 class PolicyNetwork(nn.Module):
@@ -221,11 +335,10 @@ class PolicyNetwork(nn.Module):
     actions, the middle of the box for bounded ones.
     """
 
-    def __init__(self, problem: ControlProblem, width: int = 64, depth: int = 2, activation: str = "tanh"):
+    def __init__(self, problem: ControlProblem, width: int = 64, depth: int = 2, activation: str = "tanh",
+                 input_scaling: str = "affine", box: float | None = None):
         super().__init__()
-        lo, hi = problem.domain
-        self.net = MLP(problem.state_dim, problem.action_dim, width=width, depth=depth, activation=activation,
-                       in_low=lo, in_high=hi)
+        self.net = _input_net(problem, problem.action_dim, width, depth, activation, input_scaling, box)
         nn.init.zeros_(self.net.out.weight)
         nn.init.zeros_(self.net.out.bias)
         self.register_buffer("action_low", problem.action_low.clone().float())
@@ -254,13 +367,16 @@ def set_constant_action(policy: PolicyNetwork, problem: ControlProblem, action) 
     raw = torch.where(hi_f & ~lo_f, -sp_inv((torch.where(hi_f, hi, 0) - a).clamp_min(1e-12)), raw)
     with torch.no_grad():
         policy.net.out.weight.zero_()
-        policy.net.out.bias.copy_((raw - policy.net.out_shift.double()) / policy.net.out_scale.double())
+        shift, scale = policy.net.out_shift.double().cpu(), policy.net.out_scale.double().cpu()  # the box is on the CPU
+        policy.net.out.bias.copy_((raw - shift) / scale)
 
 
 def make_policy_network(problem: ControlProblem, width: int = 64, depth: int = 2, activation: str = "tanh",
-                        dtype=torch.float32, device="cpu") -> PolicyNetwork:
-    """(B, d) -> (B, k): a :class:`PolicyNetwork` for ``problem`` on ``device``."""
-    return PolicyNetwork(problem, width, depth, activation).to(dtype=dtype, device=device)
+                        dtype=torch.float32, device="cpu", input_scaling: str = "affine",
+                        box: float | None = None) -> PolicyNetwork:
+    """(B, d) -> (B, k): a :class:`PolicyNetwork` for ``problem`` on ``device`` (``input_scaling`` and ``box``
+    as in :func:`make_value_network`)."""
+    return PolicyNetwork(problem, width, depth, activation, input_scaling, box).to(dtype=dtype, device=device)
 
 
 class GreedyPolicy:
@@ -318,6 +434,22 @@ class GreedyPolicy:
             raise ValueError("policy='greedy' needs a control-affine drift f = f0 + G a, a reward quadratic and "
                              "concave in a, and a diffusion that does not depend on a; this problem is not of that "
                              "form: use policy='actor'")
+
+
+def clamp_to_box(problem: ControlProblem, x: torch.Tensor, box: float | None, input_scaling: str = "affine"):
+    """(B, d) -> (B, d): ``x`` moved into the domain enlarged ``box`` times about its centre, in the networks'
+    input coordinates (x for ``input_scaling="affine"``, log x for ``"log"``); ``box=None`` leaves x as is."""
+    if box is None:
+        return x
+    lo, hi = (t.to(dtype=x.dtype, device=x.device) for t in problem.domain)
+    if input_scaling == "log":
+        lo, hi = lo.log(), hi.log()
+        z = torch.log(x.clamp_min(torch.finfo(x.dtype).tiny))
+    else:
+        z = x
+    c, h = (hi + lo) / 2, box * (hi - lo) / 2
+    z = torch.minimum(torch.maximum(z, c - h), c + h)
+    return z.exp() if input_scaling == "log" else z
 
 
 def training_states(problem: ControlProblem, n: int, generator: torch.Generator, dtype=torch.float32,
@@ -625,11 +757,13 @@ class PolicyIteration:
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global generator left alone
             torch.manual_seed(config.seed)
             self.value_net = make_value_network(problem, config.value_width, config.value_depth, config.activation,
-                                                dtype, device)
+                                                dtype, device, config.input_scaling,
+                                                config.state_box)
             self.policy_net = None
             if config.policy == "actor":
                 self.policy_net = make_policy_network(problem, config.policy_width, config.policy_depth,
-                                                      config.activation, dtype, device)
+                                                      config.activation, dtype, device, config.input_scaling,
+                                                      config.state_box)
         if self.policy_net is not None and config.initial_action is not None:
             set_constant_action(self.policy_net, problem, config.initial_action)
         self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
@@ -684,8 +818,9 @@ class PolicyIteration:
             if self._endpoints is None:  # pilot: where the initial policy's paths end after one horizon
                 pilot = training_states(p, n_replay, self._state_gen, dtype, device)
                 with torch.no_grad():
-                    self._endpoints = simulate(p, policy, pilot, T, dt, scheme=cfg.scheme,
-                                               generator=self._noise_gen).x_T
+                    self._endpoints = clamp_to_box(p, simulate(p, policy, pilot, T, dt, scheme=cfg.scheme,
+                                                               generator=self._noise_gen).x_T,
+                                                   cfg.state_box, cfg.input_scaling)
             pick = torch.randperm(self._endpoints.shape[0], generator=self._state_gen)[:n_replay].to(device)
             x = torch.cat([x_dom, self._endpoints[pick]])
         else:
@@ -694,10 +829,12 @@ class PolicyIteration:
             v_old_eval = None if first else self.value_net(self._x_eval)
             a_old_eval = policy(self._x_eval)
         y, se, x_end = rollout_targets(p, policy, None if first else self.value_net, x, T0 if first else T,
-                                       dt0 if first else dt, cfg.paths_per_state, cfg.antithetic, cfg.scheme,
+                                       dt0 if first else dt,
+                                       (cfg.initial_paths_per_state or cfg.paths_per_state) if first else cfg.paths_per_state,
+                                       cfg.antithetic, cfg.scheme,
                                        cfg.control_variate, cfg.cv_stride, self._noise_gen, return_endpoints=True)
         if not first:
-            self._endpoints = x_end[: x_dom.shape[0]]
+            self._endpoints = clamp_to_box(p, x_end[: x_dom.shape[0]], cfg.state_box, cfg.input_scaling)
         check_finite(y, "the Feynman-Kac targets", it)
         if first:  # work in units of the value's spread from now on
             shift, scale = float(y.mean()), float(y.std())
@@ -809,33 +946,15 @@ class PolicyIteration:
 # ---------------------------------------------------------------------------------------------------------
 # The chapters' problems and settings
 # ---------------------------------------------------------------------------------------------------------
-def coupled_lqr(d: int = 10, alpha: float = -0.5, coupling: float = 0.2, skew: float = 0.1, q: float = 1.0,
-                r_a: float = 0.1, sigma: float = 0.3, noise_coupling: float = 0.2, rho: float = 0.1,
-                domain=(-2.0, 2.0)):
-    """The d-dimensional coupled LQR of the chapter "Stochastic LQR" (book: section "Ten coupled states").
-
-    Each state is the scalar example's (drift ``alpha``, action cost ``r_a``, noise ``sigma``), coupled to its
-    neighbours on a chain: A = alpha I + coupling (N + N') + skew (N - N') with N the shift matrix (ones on
-    the superdiagonal), B = I, Q = q I, R = r_a I and D = sigma (I + noise_coupling (N + N')): the drift mixes
-    neighbours, non-symmetrically, and so does the noise.
-    """
-    if not isinstance(d, int) or d < 2:
-        raise ValueError(f"d must be an integer >= 2, got {d!r}")
-    from ..problems import StochasticLQR
-
-    N = torch.diag(torch.ones(d - 1, dtype=torch.float64), 1)
-    eye = torch.eye(d, dtype=torch.float64)
-    A = alpha * eye + coupling * (N + N.T) + skew * (N - N.T)
-    D = sigma * (eye + noise_coupling * (N + N.T))
-    return StochasticLQR(A, eye, q * eye, r_a * eye, D, rho, domain=domain)
-
-
 # per-problem adjustments of a preset for the chapters' problems (the rest comes from the preset)
 _CHAPTER_SETTINGS = {
     "lqr": {},
-    "lqr10": {"quick": {"n_states": 2048, "iterations": 6, "polish_steps": 100}, "full": {"polish_steps": 100}},
-    "merton": {"quick": {"dt": 0.1, "initial_action": (1.0, 0.03)},
-               "full": {"dt": 0.05, "initial_action": (1.0, 0.03)}},
+    "lqr10": {"quick": {"n_states": 2048, "iterations": 6, "polish_steps": 100, "policy_steps": 400},
+              "full": {"polish_steps": 100}},
+    "merton": {"quick": {"dt": 0.1, "horizon": 20.0, "initial_action": (1.0, 0.03), "input_scaling": "log",
+                         "state_box": 4.0, "initial_paths_per_state": 16, "policy_steps": 50},
+               "full": {"dt": 0.05, "horizon": 20.0, "initial_action": (1.0, 0.03), "input_scaling": "log",
+                        "state_box": 4.0, "initial_paths_per_state": 16}},
 }
 
 
