@@ -236,6 +236,17 @@ class PolicyIterationConfig(SolverConfig):
 INPUT_SCALINGS = ("affine", "log")
 
 
+def _input_coordinates(x: torch.Tensor, log: bool) -> torch.Tensor:
+    """The networks' input coordinates of states x: x itself, or log x (``input_scaling="log"``)."""
+    return torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)) if log else x
+
+
+def _box_bounds(z_lo: torch.Tensor, z_hi: torch.Tensor, box: float):
+    """(low, high): the box [z_lo, z_hi] (in input coordinates) enlarged ``box`` times about its centre."""
+    c, h = (z_hi + z_lo) / 2, box * (z_hi - z_lo) / 2
+    return c - h, c + h
+
+
 class MappedInputMLP(nn.Module):
     """(B, d) -> (B, out_dim): an :class:`~hjbcourse.MLP` of log x (``log=True``, for positive states) or of x,
     with its inputs optionally held inside a box (made by :func:`make_value_network` and
@@ -261,13 +272,12 @@ class MappedInputMLP(nn.Module):
             raise ValueError(f"input_scaling='log' needs a domain in positive states, got low {lo.tolist()}")
         if box is not None and not box >= 1:
             raise ValueError(f"box must be >= 1 or None, got {box!r}")
-        if log:
-            lo, hi = lo.log(), hi.log()
         self.log, self.box, self.extrapolate = bool(log), box, bool(extrapolate)
-        self.net = MLP(in_dim, out_dim, width=width, depth=depth, activation=activation, in_low=lo, in_high=hi)
-        b = 1.0 if box is None else float(box)
-        self.register_buffer("z_low", ((hi + lo) / 2 - b * (hi - lo) / 2).float())
-        self.register_buffer("z_high", ((hi + lo) / 2 + b * (hi - lo) / 2).float())
+        z_lo, z_hi = _input_coordinates(lo, self.log), _input_coordinates(hi, self.log)
+        self.net = MLP(in_dim, out_dim, width=width, depth=depth, activation=activation, in_low=z_lo, in_high=z_hi)
+        z_low, z_high = _box_bounds(z_lo, z_hi, 1.0 if box is None else float(box))
+        self.register_buffer("z_low", z_low.float())
+        self.register_buffer("z_high", z_high.float())
 
     @property
     def out(self) -> nn.Linear:
@@ -282,7 +292,7 @@ class MappedInputMLP(nn.Module):
         return self.net.out_shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)) if self.log else x
+        z = _input_coordinates(x, self.log)
         if self.box is None:
             return self.net(z)
         zc = torch.minimum(torch.maximum(z, self.z_low), self.z_high)
@@ -441,15 +451,11 @@ def clamp_to_box(problem: ControlProblem, x: torch.Tensor, box: float | None, in
     input coordinates (x for ``input_scaling="affine"``, log x for ``"log"``); ``box=None`` leaves x as is."""
     if box is None:
         return x
-    lo, hi = (t.to(dtype=x.dtype, device=x.device) for t in problem.domain)
-    if input_scaling == "log":
-        lo, hi = lo.log(), hi.log()
-        z = torch.log(x.clamp_min(torch.finfo(x.dtype).tiny))
-    else:
-        z = x
-    c, h = (hi + lo) / 2, box * (hi - lo) / 2
-    z = torch.minimum(torch.maximum(z, c - h), c + h)
-    return z.exp() if input_scaling == "log" else z
+    log = input_scaling == "log"
+    z_lo, z_hi = (_input_coordinates(t.to(dtype=x.dtype, device=x.device), log) for t in problem.domain)
+    z_low, z_high = _box_bounds(z_lo, z_hi, box)
+    z = torch.minimum(torch.maximum(_input_coordinates(x, log), z_low), z_high)
+    return z.exp() if log else z
 
 
 def training_states(problem: ControlProblem, n: int, generator: torch.Generator, dtype=torch.float32,
