@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .problems import _scalar
+from .problems import _positive_int, _scalar
 from .runtime import make_generator, progress
 from .training import History, SolverConfig, check_finite
 
@@ -93,12 +93,6 @@ def _tensor(name: str, value, ndim: int, dtype=None, device=None) -> torch.Tenso
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must be finite, got a value containing NaN or inf")
     return t
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _check_x(x: torch.Tensor, d: int, name: str = "x") -> torch.Tensor:

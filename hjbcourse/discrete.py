@@ -17,6 +17,7 @@ import scipy.linalg
 import torch
 
 from .exact import QuadraticSolution
+from .problems import _positive_int
 from .runtime import make_generator
 from .training import History, check_finite
 
@@ -81,8 +82,7 @@ def random_mdp(n_states: int = 20, n_actions: int = 3, gamma: float = 0.9, branc
     """A random MDP: from each (s, a) the chain moves to ``branching`` random states with random
     probabilities; rewards are standard normal. The same seed gives the same MDP."""
     for name, v in (("n_states", n_states), ("n_actions", n_actions), ("branching", branching)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        _positive_int(name, v)
     if branching > n_states:
         raise ValueError(f"branching must be at most n_states={n_states}, got {branching}")
     g = make_generator(seed, "cpu")

@@ -24,9 +24,9 @@ import math
 
 import numpy as np
 import torch
-from scipy import special, stats
+from scipy import stats
 
-from .problems import FiniteHorizonProblem, _scalar
+from .problems import FiniteHorizonProblem, _positive_int, _scalar
 from .runtime import make_generator
 
 __all__ = ["HighDimLQG", "grid_points"]
@@ -46,11 +46,8 @@ _COARSE_RULE = _panel_rule(order=8)  # for smooth outer expectations (nonlinear_
 
 def grid_points(dim: int, points_per_axis: int = 10) -> float:
     """The number of nodes of a tensor-product grid with ``points_per_axis`` nodes on each of ``dim`` axes."""
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
-    if not isinstance(points_per_axis, (int, np.integer)) or points_per_axis < 1:
-        raise ValueError(f"points_per_axis must be a positive integer, got {points_per_axis!r}")
-    return float(points_per_axis) ** int(dim)
+    dim = _positive_int("dim", dim)
+    return float(_positive_int("points_per_axis", points_per_axis)) ** dim
 
 
 class HighDimLQG(FiniteHorizonProblem):
@@ -66,9 +63,8 @@ class HighDimLQG(FiniteHorizonProblem):
     name = "high-dimensional LQG (Han-Jentzen-E)"
 
     def __init__(self, dim: int = 100, T=1.0, lam=1.0):
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        super().__init__(int(dim), int(dim), int(dim), T, rho=0.0, domain=(-2.0, 2.0))
+        dim = _positive_int("dim", dim)
+        super().__init__(dim, dim, dim, T, rho=0.0, domain=(-2.0, 2.0))
         self.dim = int(dim)
         self.lam = _scalar("lam", lam, positive=True)
         self.sigma = math.sqrt(2.0)
@@ -126,8 +122,7 @@ class HighDimLQG(FiniteHorizonProblem):
         Uniform in the ball would put nearly every point at |x| close to ``radius`` when d is large; drawing
         the norm uniformly covers every distance from the origin evenly.
         """
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = _positive_int("n", n)
         radius = _scalar("radius", radius, nonnegative=True)
         if radius == 0.0:
             return torch.zeros(n, self.dim, dtype=dtype, device=device)
@@ -255,8 +250,7 @@ class HighDimLQG(FiniteHorizonProblem):
         The Euler step evaluates the driver at the left end of each step, so this is O(1/N): an error the
         method makes at that N however well its networks are trained (to first order in the Z error).
         """
-        if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-            raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+        num_steps = _positive_int("num_steps", num_steps)
         dt = self.T / num_steps
         riemann = dt * sum(self.nonlinear_cost_rate(n * dt) for n in range(num_steps))
         origin = torch.zeros(1, self.dim, dtype=torch.float64)

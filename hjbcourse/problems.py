@@ -56,6 +56,12 @@ def _scalar(name: str, value, *, positive: bool = False, nonnegative: bool = Fal
     return v
 
 
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def squash_to_bounds(raw: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """(B, k) -> (B, k): map unconstrained numbers into the box [low, high] (entries may be infinite).
 
@@ -91,10 +97,9 @@ class ControlProblem:
 
     def __init__(self, state_dim: int, action_dim: int, noise_dim: int, rho, domain, action_low=None,
                  action_high=None, additive_noise: bool = False, name: str | None = None):
-        for n, v in (("state_dim", state_dim), ("action_dim", action_dim), ("noise_dim", noise_dim)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{n} must be a positive integer, got {v!r}")
-        self.state_dim, self.action_dim, self.noise_dim = int(state_dim), int(action_dim), int(noise_dim)
+        self.state_dim, self.action_dim, self.noise_dim = (_positive_int("state_dim", state_dim),
+                                                           _positive_int("action_dim", action_dim),
+                                                           _positive_int("noise_dim", noise_dim))
         self.rho = _scalar("rho", rho, positive=True)
         lo, hi = domain
         self.domain = (as_float64("domain", lo).reshape(-1).expand(self.state_dim).clone(),
@@ -186,10 +191,9 @@ class FiniteHorizonProblem:
     name: str = "finite-horizon problem"
 
     def __init__(self, state_dim: int, action_dim: int, noise_dim: int, T, rho=0.0, domain=(-1.0, 1.0)):
-        for n, v in (("state_dim", state_dim), ("action_dim", action_dim), ("noise_dim", noise_dim)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{n} must be a positive integer, got {v!r}")
-        self.state_dim, self.action_dim, self.noise_dim = int(state_dim), int(action_dim), int(noise_dim)
+        self.state_dim, self.action_dim, self.noise_dim = (_positive_int("state_dim", state_dim),
+                                                           _positive_int("action_dim", action_dim),
+                                                           _positive_int("noise_dim", noise_dim))
         self.T = _scalar("T", T, positive=True)
         self.rho = _scalar("rho", rho, nonnegative=True)
         lo, hi = domain

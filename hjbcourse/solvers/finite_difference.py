@@ -59,7 +59,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from ..problems import ControlProblem
+from ..problems import ControlProblem, _positive_int
 from ..runtime import progress as _progress
 from ..training import History, check_finite
 
@@ -311,8 +311,7 @@ class FiniteDifferenceSolver:
         self._hard_low, self._hard_high = torch.isfinite(low), torch.isfinite(high)
         self.low = torch.where(self._hard_low, low, torch.minimum(sl, high - 1.0))
         self.high = torch.where(self._hard_high, high, torch.maximum(sh, self.low + 1.0))
-        if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-            raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+        max_iter = _positive_int("max_iter", max_iter)
         if not (tol > 0):
             raise ValueError(f"tol must be positive, got {tol!r}")
         if not (time_step > 0):
