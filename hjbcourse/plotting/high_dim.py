@@ -1,8 +1,9 @@
 """Figures of the chapter "High dimensions": the cost of grids, deep BSDE training, error against dimension."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
+
+from ._common import _axes
 
 __all__ = ["plot_grid_growth", "plot_bsde_history", "plot_error_vs_dimension"]
 
@@ -11,7 +12,7 @@ def plot_grid_growth(dims=range(1, 101), points_per_axis=(10, 100), budget: floa
     """Nodes of a tensor grid against the dimension (log scale), with a horizontal line at ``budget`` nodes."""
     from ..high_dim import grid_points
 
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.5))
+    fig, (ax,) = _axes(ax, figsize=(6, 3.5))
     dims = np.asarray(list(dims))
     for k in points_per_axis:
         ax.semilogy(dims, [grid_points(int(d), k) for d in dims], label=f"{k} points per axis")
@@ -27,7 +28,7 @@ def plot_grid_growth(dims=range(1, 101), points_per_axis=(10, 100), budget: floa
 def plot_bsde_history(solution, exact: float | None = None, axes=None):
     """Left: the learned u(0, 0) during training (and ``exact`` when given); right: the validation loss."""
     h = solution.history
-    fig, axes = (axes[0].figure, axes) if axes is not None else plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, axes = _axes(axes, ncols=2, figsize=(10, 3.5))
     it = np.asarray(h["iteration"])
     axes[0].plot(it, h["u0"], label="learned $u(0, 0)$")
     if exact is not None:
@@ -45,7 +46,7 @@ def plot_bsde_history(solution, exact: float | None = None, axes=None):
 
 def plot_error_vs_dimension(dims, abs_errors, euler_biases=None, seconds=None, ax=None):
     """Absolute error of u(0, 0) against the dimension, beside the time-step bias of the scheme when given."""
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.5))
+    fig, (ax,) = _axes(ax, figsize=(6, 3.5))
     ax.semilogy(dims, np.abs(abs_errors), "o-", label="|learned - exact|")
     if euler_biases is not None:
         ax.semilogy(dims, np.abs(euler_biases), "s--", label="time-step bias with the exact Z")
