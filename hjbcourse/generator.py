@@ -9,7 +9,8 @@ with three interchangeable ways to compute the second-order term:
   :mod:`hjbcourse.nets`) that propagates the directions f, s_1..s_m through the network. For a callable
   without it, Hessian-vector products along the m columns of S (m backward passes) are used instead.
 - ``"hutchinson"``: unbiased, Tr(S S^T H) = E[z' S' H S z] with Rademacher z in R^m, averaged over
-  ``n_probes`` probes; its cost does not grow with d.
+  ``n_probes`` probes. The network's share of its cost does not grow with d; forming the probes S z for a
+  state-dependent S does (d x m per probe and state), which a shared S of shape (d, m) avoids.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def _check(x, f, S):
     B, d = x.shape
     if not isinstance(f, torch.Tensor) or tuple(f.shape) != (B, d):
         raise ValueError(f"f must have shape ({B}, {d}) like x, got {tuple(getattr(f, 'shape', ()))}")
-    if not isinstance(S, torch.Tensor) or S.ndim != 3 or S.shape[:2] != (B, d):
-        raise ValueError(f"S must have shape ({B}, {d}, m), got {tuple(getattr(S, 'shape', ()))}")
+    if not isinstance(S, torch.Tensor) or not ((S.ndim == 3 and S.shape[:2] == (B, d)) or (S.ndim == 2 and S.shape[0] == d)):
+        raise ValueError(f"S must have shape ({B}, {d}, m), or ({d}, m) when shared by all states, "
+                         f"got {tuple(getattr(S, 'shape', ()))}")
 
 
 def _grad(V, x, create_graph):
@@ -43,10 +45,25 @@ def _grad(V, x, create_graph):
     return x, v, g
 
 
+# row v of this table holds the eight bits of the byte v as signs: bit k set -> +1, clear -> -1
+_SIGN_BITS = torch.tensor([[1.0 if (v >> k) & 1 else -1.0 for k in range(8)] for v in range(256)],
+                          dtype=torch.float64)
+_SIGN_TABLES: dict = {}
+
+
 def _rademacher(shape, generator, like):
-    # drawn in the floating dtype directly (the same draws as int64 0/1, without two conversion passes)
-    z = torch.randint(0, 2, shape, generator=generator, device=generator.device, dtype=like.dtype)
-    return z.mul_(2).sub_(1).to(device=like.device)
+    """Independent +-1 signs of ``like``'s dtype: each uniformly drawn byte gives eight of them through a
+    256 x 8 table (a quarter of the time of drawing every sign on its own, on a CPU)."""
+    n = 1
+    for s in shape:
+        n *= s
+    key = (like.dtype, generator.device)
+    table = _SIGN_TABLES.get(key)
+    if table is None:
+        table = _SIGN_TABLES[key] = _SIGN_BITS.to(device=generator.device, dtype=like.dtype)
+    bytes_ = torch.randint(0, 256, ((n + 7) // 8,), generator=generator, device=generator.device)
+    z = table.index_select(0, bytes_).view(-1)[:n].view(shape)
+    return z.to(device=like.device)
 
 
 def generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f: torch.Tensor, S: torch.Tensor,
@@ -57,6 +74,10 @@ def generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f: tor
     ``V`` maps (B, d) to (B, 1). With ``create_graph=True`` the result is differentiable in V's parameters
     (and in ``f`` and ``S``), for training; otherwise it is detached. ``generator`` (a torch.Generator or a
     seed) drives Hutchinson's probes.
+
+    ``S`` may also be one (d, m) matrix shared by all states (a constant diffusion, as in the LQR). With an
+    MLP, Hutchinson's probes then enter the network as coefficients of S's columns (``basis`` of
+    :meth:`hjbcourse.MLP.forward_laplacian`), so the products S z are never formed.
     """
     _check(x, f, S)
     if method not in GENERATOR_METHODS:
@@ -66,6 +87,11 @@ def generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f: tor
     B, d = x.shape
     m = S.shape[-1]
     fast = hasattr(V, "forward_laplacian")
+    # a shared S feeds Hutchinson's probes to the network as coefficients of its columns; elsewhere it is
+    # simply the same matrix for every state
+    shared = S.ndim == 2 and fast and method == "hutchinson"
+    if S.ndim == 2 and not shared:
+        S = S.expand(B, d, m)
 
     if method == "autograd":
         x, _, g = _grad(V, x, True)
@@ -80,10 +106,11 @@ def generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f: tor
         else:
             g_ = make_generator(generator, x.device)
             z = _rademacher((B, m, n_probes), g_, x)
-            dirs = S @ z                                                # (B, d, n_probes)
+            dirs = z if shared else S @ z                               # (B, m or d, n_probes)
             scale = 1.0 / n_probes
         with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-            _, dy, lap = V.forward_laplacian(x, f.unsqueeze(-1), dirs, second_gradients=False)
+            _, dy, lap = V.forward_laplacian(x, f.unsqueeze(-1), dirs, second_gradients=False,
+                                             **({"basis": S} if shared else {}))
         out = dy[:, 0, 0] + 0.5 * scale * lap[:, 0]
     else:
         x, _, g = _grad(V, x, True)
@@ -116,6 +143,6 @@ def value_derivatives(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 
 
 def generator_from_derivatives(grad: torch.Tensor, hess: torch.Tensor, f: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-    """(B, d), (B, d, d), (B, d), (B, d, m) -> (B, 1): grad . f + 1/2 Tr(S S^T hess) from precomputed
+    """(B, d), (B, d, d), (B, d), (B, d, m) or (d, m) -> (B, 1): grad . f + 1/2 Tr(S S^T hess) from precomputed
     derivatives (differentiable in f and S, hence in the action)."""
     return ((grad * f).sum(-1) + 0.5 * ((S @ S.transpose(-1, -2)) * hess).sum(dim=(-2, -1))).unsqueeze(-1)

@@ -182,7 +182,8 @@ class MLP(nn.Module):
         return self.out_shift + self.out_scale * self.out(h)
 
     def forward_laplacian(self, x: torch.Tensor, first: torch.Tensor | None, second: torch.Tensor,
-                          second_gradients: bool = True, chunk_rows: int | None = -1):
+                          second_gradients: bool = True, chunk_rows: int | None = -1,
+                          basis: torch.Tensor | None = None):
         """Value, directional derivatives and a sum of second directional derivatives in one forward pass.
 
         ``x`` (B, d); ``first`` (B, d, p) or None: directions v_i for first derivatives only; ``second``
@@ -190,8 +191,13 @@ class MLP(nn.Module):
         ``y`` (B, o), ``dy`` (B, o, p + m) = [J v_1 .. J v_p, J s_1 .. J s_m] (only the p columns
         [J v_1 .. J v_p] when ``second_gradients=False``, which saves work) and
         ``lap`` (B, o) = sum_j s_j' Hess y s_j. Differentiable once in the parameters and in ``x``,
-        ``first`` and ``second`` (usable in training). ``chunk_rows``: directions x states per chunk
-        (-1: :data:`CPU_CHUNK_ROWS` on a CPU, the whole batch on a GPU; None: the whole batch).
+        ``first``, ``second`` and ``basis`` (usable in training). ``chunk_rows``: directions x states per
+        chunk (-1: :data:`CPU_CHUNK_ROWS` on a CPU, the whole batch on a GPU; None: the whole batch).
+
+        ``basis`` (d, k), one matrix for the whole batch: ``second`` then has shape (B, k, m) and holds
+        coefficients, the directions being s_j = basis @ second[:, :, j]. The basis is multiplied into the
+        first layer's weights once, so the d-dimensional directions are never formed (the generator uses this
+        for Hutchinson's probes when S is shared by all states).
         """
         m = second.shape[-1]
         p = 0 if first is None else first.shape[-1]
@@ -199,7 +205,6 @@ class MLP(nn.Module):
             chunk_rows = CPU_CHUNK_ROWS if x.device.type == "cpu" else None
         # directions along dim 1, features last (each chunk of a layer is then one contiguous matmul); the input
         # scaling is folded into the first layer's weights for the tangents, so T_0 holds the directions as given
-        T0 = second.transpose(1, 2) if first is None else torch.cat([first.transpose(1, 2), second.transpose(1, 2)], 1)
         inv = 1.0 / self.in_halfwidth
         h = (x - self.in_center) * inv
         d1s, d2s, Ws = [], [], []
@@ -208,8 +213,22 @@ class MLP(nn.Module):
             d1s.append(d1)
             d2s.append(d2)
             Ws.append(layer.weight * inv if k == 0 else layer.weight)
-        keep = p + m if second_gradients else p
-        T, *qs = _Tangents.apply(m, keep, chunk_rows, torch.is_grad_enabled(), T0.contiguous(), *Ws, *d1s)
+        grad_mode = torch.is_grad_enabled()
+        if basis is None:
+            T0 = second.transpose(1, 2) if first is None else torch.cat([first.transpose(1, 2), second.transpose(1, 2)], 1)
+            keep = p + m if second_gradients else p
+            T, *qs = _Tangents.apply(m, keep, chunk_rows, grad_mode, T0.contiguous(), *Ws, *d1s)
+        else:
+            if basis.ndim != 2 or basis.shape != (x.shape[1], second.shape[1]):
+                raise ValueError(f"basis must have shape ({x.shape[1]}, {second.shape[1]}) for x {tuple(x.shape)} "
+                                 f"and second {tuple(second.shape)}, got {tuple(basis.shape)}")
+            # the coefficients go through the first layer as W_1 @ basis; the first-order directions, which
+            # live in the state space, take a pass of their own (with no second-order rows)
+            T, *qs = _Tangents.apply(m, m if second_gradients else 0, chunk_rows, grad_mode,
+                                     second.transpose(1, 2).contiguous(), Ws[0] @ basis, *Ws[1:], *d1s)
+            if first is not None:
+                T1 = _Tangents.apply(0, p, chunk_rows, grad_mode, first.transpose(1, 2).contiguous(), *Ws, *d1s)[0]
+                T = torch.cat([T1, T], 1)
         L = None                                           # sum of second derivatives: zero at the input
         for layer, d1, d2, q in zip(self.hidden, d1s, d2s, qs):
             curv = d2 * q

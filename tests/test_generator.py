@@ -157,3 +157,46 @@ def test_bad_shapes_and_methods_are_named():
         hjb.generator(net, x, f, S, method="hutchinson", n_probes=0)
     with pytest.raises(ValueError, match="V must map"):
         hjb.generator(lambda y: y, x, f, S, method="autograd")
+
+
+def test_shared_diffusion_equals_the_same_matrix_for_every_state(device):
+    """S of shape (d, m) is one matrix for all states: every method gives what the expanded (B, d, m) gives.
+    Hutchinson's probes are the same draws either way (same seed), so even its estimate agrees to round-off,
+    although the shared path never forms S z."""
+    torch.manual_seed(0)
+    net = hjb.MLP(D, 1, width=32, depth=3).double().to(device)
+    x, f, _ = data(7, device)
+    S = torch.randn(D, M, generator=torch.Generator().manual_seed(8), dtype=torch.float64).to(device)
+    for V in (net, lambda y: net(y)):                           # with and without the forward-Laplacian pass
+        for method in hjb.GENERATOR_METHODS:
+            a = hjb.generator(V, x, f, S, method=method, n_probes=5, generator=3)
+            b = hjb.generator(V, x, f, S.expand(B, D, M), method=method, n_probes=5, generator=3)
+            assert torch.allclose(a, b, atol=1e-11, rtol=0), method
+    # training gradients through the shared path, in the weights and in S itself
+    S_ = S.clone().requires_grad_(True)
+    S_b = S.clone().requires_grad_(True)
+    params = list(net.parameters())
+    ga = torch.autograd.grad(hjb.generator(net, x, f, S_, "hutchinson", n_probes=5, generator=3).pow(2).sum(),
+                             params + [S_], allow_unused=True)
+    gb = torch.autograd.grad(hjb.generator(net, x, f, S_b.expand(B, D, M), "hutchinson", n_probes=5,
+                                           generator=3).pow(2).sum(), params + [S_b], allow_unused=True)
+    for u, v in zip(ga, gb):
+        assert (u is None) == (v is None) and (u is None or torch.allclose(u, v, atol=1e-10, rtol=0))
+    with pytest.raises(ValueError, match=r"or \(4, m\) when shared"):
+        hjb.generator(net, x, f, S[:2])
+
+
+def test_rademacher_signs_are_fair_reproducible_and_any_shape():
+    from hjbcourse.generator import _rademacher
+    like = torch.zeros(1, dtype=torch.float64)
+    z = _rademacher((3, 5, 7), torch.Generator().manual_seed(0), like)           # 105 signs: not a multiple of 8
+    assert z.shape == (3, 5, 7) and z.dtype == torch.float64
+    assert set(z.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(z, _rademacher((3, 5, 7), torch.Generator().manual_seed(0), like))
+    n = 80_000
+    w = _rademacher((n,), torch.Generator().manual_seed(1), like.float())
+    assert w.dtype == torch.float32
+    se = n ** -0.5
+    assert abs(w.mean().item()) < 4 * se                        # fair
+    for lag in (1, 2, 7, 8, 9):                                  # no pattern within or across the bytes
+        assert abs((w[:-lag] * w[lag:]).mean().item()) < 4 * se

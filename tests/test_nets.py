@@ -95,3 +95,36 @@ def test_second_derivatives_through_the_pass_raise():
     (gx,) = torch.autograd.grad(lap.sum(), second, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|differentiate"):
         torch.autograd.grad(gx.sum(), second)
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 5, -1])
+@pytest.mark.parametrize("with_first", [True, False])
+def test_shared_basis_matches_formed_directions(chunk_rows, with_first, device):
+    """second = coefficients c (B, k, m) in a basis U (d, k): the same numbers and gradients as the directions
+    U c formed explicitly, for every input including U."""
+    net, x, first, _ = setup_case(3, device=device, out_dim=2)
+    g = torch.Generator().manual_seed(11)
+    K = 5                                                     # more basis vectors than the state has coordinates
+    U = torch.randn(D, K, generator=g, dtype=torch.float64).to(device).requires_grad_(True)
+    c = torch.randn(B, K, M, generator=g, dtype=torch.float64).to(device).requires_grad_(True)
+    first = first if with_first else None
+    ref = net.forward_laplacian(x, first, U @ c, chunk_rows=chunk_rows)
+    out = net.forward_laplacian(x, first, c, chunk_rows=chunk_rows, basis=U)
+    for a, b in zip(out, ref):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-11, rtol=0)
+    w = [torch.randn(r.shape, generator=g, dtype=torch.float64).to(device) for r in ref]
+    inputs = [x, U, c] + ([first] if with_first else []) + list(net.parameters())
+    g_ref = torch.autograd.grad(sum((wi * r).sum() for wi, r in zip(w, ref)), inputs, allow_unused=True)
+    g_out = torch.autograd.grad(sum((wi * o).sum() for wi, o in zip(w, out)), inputs, allow_unused=True)
+    for a, b in zip(g_out, g_ref):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-10, rtol=0)
+    _, dy, lap = net.forward_laplacian(x, first, c, second_gradients=False, basis=U)
+    assert dy.shape == (B, 2, P if with_first else 0) and torch.allclose(lap, ref[2], atol=1e-11, rtol=0)
+
+
+def test_basis_of_the_wrong_shape_is_named():
+    net, x, first, second = setup_case(1)
+    with pytest.raises(ValueError, match=r"basis must have shape \(4, 4\)"):
+        net.forward_laplacian(x, first, second, basis=torch.zeros(3, 3, dtype=torch.float64))
