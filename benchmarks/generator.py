@@ -8,7 +8,7 @@ timed a second time with one S of shape (d, d) shared by all states (a constant 
 the 100-dimensional problem): its probes then never form S z. Two costs are timed:
 "eval" (the generator's value only, create_graph=False) and "train" (the generator with create_graph=True,
 then backward of its mean into the network's parameters, as in a training step). Each entry is the fastest
-of ``--repeats`` runs after a warm-up (the run least disturbed by other load on a shared machine); ratios are
+of ``--repeats`` rounds after a warm-up, each round timing every call once (the run least disturbed by other load on a shared machine); ratios are
 autograd's time over the method's (above 1: faster).
 Targets: forward >= 2.5x autograd for training at d = 50; Hutchinson's cost flat in d (within 1.5x from
 d = 1 to d = 100), reported for both kinds of S. With a state-dependent S the probes S z cost d^2 per probe
@@ -28,21 +28,9 @@ METHODS = ("autograd", "forward", "hutchinson")
 SHARED = "hutchinson, S shared"
 
 
-def _time(fn, repeats: int, device: torch.device) -> float:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def measure(d: int, batch: int = 1024, repeats: int = 5, seed: int = 0, device="cpu") -> dict:
-    device = torch.device(device)
+def _cases(d: int, batch: int, seed: int, device: torch.device):
+    """The timed calls for one dimension, {(name, "eval" or "train"): fn}, and the exact methods' largest
+    relative disagreement (a benchmark of wrong numbers is worthless)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     V = hjb.MLP(d, 1, width=128, depth=3).to(device)
@@ -50,22 +38,46 @@ def measure(d: int, batch: int = 1024, repeats: int = 5, seed: int = 0, device="
     f = torch.randn(batch, d, generator=g).to(device)
     S = (torch.randn(batch, d, d, generator=g) / d ** 0.5).to(device)
     S_shared = S[0].clone()
-    out = {}
+    cases = {}
     for name in METHODS + (SHARED,):
         m, SS = ("hutchinson", S_shared) if name == SHARED else (name, S)
 
-        def evaluate():
+        def evaluate(m=m, SS=SS):
             return hjb.generator(V, x, f, SS, method=m, generator=1, create_graph=False)
 
-        def train():
+        def train(m=m, SS=SS):
             V.zero_grad(set_to_none=True)
             hjb.generator(V, x, f, SS, method=m, generator=1, create_graph=True).mean().backward()
 
-        out[name] = {"eval": _time(evaluate, repeats, device), "train": _time(train, repeats, device)}
-    # the exact methods must agree (a benchmark of wrong numbers is worthless)
+        cases[name, "eval"], cases[name, "train"] = evaluate, train
     a = hjb.generator(V, x, f, S, method="autograd", create_graph=False)
     b = hjb.generator(V, x, f, S, method="forward", create_graph=False)
-    out["max_rel_diff"] = float((a - b).abs().max() / a.abs().max())
+    return cases, float((a - b).abs().max() / a.abs().max())
+
+
+def measure(dims, batch: int = 1024, repeats: int = 5, seed: int = 0, device="cpu") -> dict:
+    """{d: {name: {"eval": s, "train": s}, "max_rel_diff": x}}: the fastest of ``repeats`` rounds, each round
+    timing every call of every dimension once (interleaved, so that a slow spell of a shared machine falls on
+    all of them rather than on one, and the ratios stay fair)."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    calls, out = {}, {}
+    for d in dims:
+        cases, diff = _cases(d, batch, seed, device)
+        out[d] = {"max_rel_diff": diff}
+        calls.update({(d,) + key: fn for key, fn in cases.items()})
+    best = dict.fromkeys(calls, float("inf"))
+    for fn in calls.values():                                   # warm-up
+        fn()
+    sync()
+    for _ in range(repeats):
+        for key, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            best[key] = min(best[key], time.perf_counter() - t0)
+    for (d, name, kind), t in best.items():
+        out[d].setdefault(name, {})[kind] = t
     return out
 
 
@@ -78,7 +90,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = {d: measure(d, args.batch, args.repeats, device=args.device) for d in args.dims}
+    rows = measure(args.dims, args.batch, args.repeats, device=args.device)
     where = (torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {args.threads} threads")
     print(f"Generator cost, batch {args.batch}, MLP 3x128 tanh, full-rank S (B, d, d), {where}, "
           f"best of {args.repeats}; torch {torch.__version__}")
