@@ -33,11 +33,27 @@ class SolverConfig:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "full": {}}
 
     def __post_init__(self):
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        self._check_ints("seed", minimum=0)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         torch.device(self.device)  # raises on a malformed device string
+
+    def _check_ints(self, *names: str, minimum: int = 1) -> None:
+        """Refuse a field among ``names`` that is not a Python int (bool refused) of at least ``minimum``."""
+        for name in names:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                what = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
+                raise ValueError(f"{name} must be {what}, got {v!r}")
+
+    def _check_positive_numbers(self, *names: str, allow_none: bool = False) -> None:
+        """Refuse a field among ``names`` that is not a finite number > 0 (or None, when ``allow_none``)."""
+        for name in names:
+            v = getattr(self, name)
+            if v is None and allow_none:
+                continue
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number{' or None' if allow_none else ''}, got {v!r}")
 
     @classmethod
     def preset(cls, name: str = "quick", **overrides):

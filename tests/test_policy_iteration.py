@@ -94,7 +94,8 @@ def test_hjb_residual_sees_a_wrong_policy():
 @pytest.mark.parametrize("field,value", [("iterations", 0), ("dt", -0.1), ("scheme", "rk4"), ("policy", "critic"),
                                          ("paths_per_state", 3), ("horizon", 0.0), ("generator_method", "exact"),
                                          ("input_scaling", "sqrt"), ("state_box", 0.5),
-                                         ("initial_paths_per_state", 3)])
+                                         ("initial_paths_per_state", 3), ("polish_steps", True),
+                                         ("min_iterations", -1), ("seed", True), ("tol", True), ("value_lr", math.inf)])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         hjb.PolicyIterationConfig.preset("quick", **{field: value})

@@ -207,3 +207,11 @@ def test_on_policy_gibbs_exploration_runs_and_learns_the_sign_of_the_gain():
     assert float(K) > 0.5                              # a stabilising feedback, from Gibbs-sampled actions only
     with pytest.raises(ValueError, match="exploration_std"):
         hjb.QLearningConfig(method="td_actor_critic", exploration_std=None)
+
+
+@pytest.mark.parametrize("config,field,value", [
+    (hjb.QLearningConfig, "buffer_size", True), (hjb.QLearningConfig, "lr", -1.0), (hjb.QLearningConfig, "n_envs", 2.0),
+    (hjb.DeepBSDEConfig, "num_steps", True), (hjb.DeepBSDEConfig, "lr_final", 0.0)])
+def test_solver_configs_refuse_bools_and_bad_numbers_naming_the_field(config, field, value):
+    with pytest.raises(ValueError, match=f"{field} must be"):
+        config.preset("quick", **{field: value})

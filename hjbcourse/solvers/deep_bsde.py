@@ -70,15 +70,9 @@ class DeepBSDEConfig(SolverConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("num_steps", "iterations", "batch_size", "width", "depth", "value_width", "valid_size",
-                     "refit_size", "log_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("lr", "lr_final"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        self._check_ints("num_steps", "iterations", "batch_size", "width", "depth", "value_width", "valid_size",
+                         "refit_size", "log_every")
+        self._check_positive_numbers("lr", "lr_final")
         if not (isinstance(self.x0_radius, (int, float)) and math.isfinite(self.x0_radius) and self.x0_radius >= 0):
             raise ValueError(f"x0_radius must be a non-negative number, got {self.x0_radius!r}")
         if self.activation not in ("tanh", "softplus", "silu"):

@@ -167,17 +167,10 @@ class PolicyIterationConfig(SolverConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        positive_ints = ("iterations", "n_states", "paths_per_state", "cv_stride", "value_width", "value_depth",
+        self._check_ints("iterations", "n_states", "paths_per_state", "cv_stride", "value_width", "value_depth",
                          "policy_width", "policy_depth", "value_steps", "value_batch", "policy_steps", "patience",
                          "n_eval")
-        for name in positive_ints:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(self.polish_steps, int) or self.polish_steps < 0:
-            raise ValueError(f"polish_steps must be a non-negative integer, got {self.polish_steps!r}")
-        if not isinstance(self.min_iterations, int) or self.min_iterations < 0:
-            raise ValueError(f"min_iterations must be a non-negative integer, got {self.min_iterations!r}")
+        self._check_ints("polish_steps", "min_iterations", minimum=0)
         if self.antithetic and self.paths_per_state % 2:
             raise ValueError(f"paths_per_state must be even when antithetic=True, got {self.paths_per_state}")
         ipp = self.initial_paths_per_state
@@ -185,19 +178,13 @@ class PolicyIterationConfig(SolverConfig):
                                 or (self.antithetic and ipp % 2)):
             raise ValueError(f"initial_paths_per_state must be None or a positive integer (even when antithetic), "
                              f"got {ipp!r}")
-        for name in ("horizon", "initial_horizon", "initial_dt"):
-            v = getattr(self, name)
-            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive number or None, got {v!r}")
+        self._check_positive_numbers("horizon", "initial_horizon", "initial_dt", allow_none=True)
         if self.state_box is not None and not (isinstance(self.state_box, (int, float))
                                                 and math.isfinite(self.state_box) and self.state_box >= 1):
             raise ValueError(f"state_box must be a number >= 1 or None, got {self.state_box!r}")
         if not (isinstance(self.replay_fraction, (int, float)) and 0 <= self.replay_fraction < 1):
             raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction!r}")
-        for name in ("dt", "value_lr", "value_lr_final", "policy_lr", "tol"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        self._check_positive_numbers("dt", "value_lr", "value_lr_final", "policy_lr", "tol")
         if self.scheme not in SDE_SCHEMES:
             raise ValueError(f"scheme must be one of {SDE_SCHEMES}, got {self.scheme!r}")
         if self.activation not in ACTIVATIONS:

@@ -110,19 +110,11 @@ class QLearningConfig(SolverConfig):
             if not ok:
                 allowed = {"method": METHODS, "value": VALUES, "mean": MEANS}[name]
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("width", "depth", "n_transitions", "n_envs", "episode_steps", "updates_per_step",
-                     "batch_size", "log_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if isinstance(self.buffer_size, bool) or not isinstance(self.buffer_size, int) or self.buffer_size < 0:
-            raise ValueError(f"buffer_size must be a non-negative integer, got {self.buffer_size!r}")
-        for name in ("temperature", "lr"):
-            v = getattr(self, name)
-            if name == "lr" and v is None:
-                continue
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        self._check_ints("width", "depth", "n_transitions", "n_envs", "episode_steps", "updates_per_step",
+                         "batch_size", "log_every")
+        self._check_ints("buffer_size", minimum=0)
+        self._check_positive_numbers("temperature")
+        self._check_positive_numbers("lr", allow_none=True)
         for name in ("lr_final", "target_tau", "exploration_final"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v <= 1):
