@@ -29,7 +29,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from .problems import ControlProblem
+from .problems import ControlProblem, _positive_int
 from .runtime import make_generator
 from .sde import simulate
 
@@ -107,8 +107,7 @@ class TransitionSampler:
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, d): starting states drawn by the problem's own state sampler."""
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = _positive_int("n", n)
         seed = None if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator).item())
         return self._problem.sample_states(n, generator=seed, dtype=self.dtype)
 

@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from .problems import _positive_int
 from .runtime import make_generator
 
 __all__ = ["generator", "generator_from_derivatives", "value_derivatives", "GENERATOR_METHODS"]
@@ -82,8 +83,8 @@ def generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f: tor
     _check(x, f, S)
     if method not in GENERATOR_METHODS:
         raise ValueError(f"method must be one of {GENERATOR_METHODS}, got {method!r}")
-    if method == "hutchinson" and (not isinstance(n_probes, int) or n_probes < 1):
-        raise ValueError(f"n_probes must be a positive integer, got {n_probes!r}")
+    if method == "hutchinson":
+        n_probes = _positive_int("n_probes", n_probes)
     B, d = x.shape
     m = S.shape[-1]
     fast = hasattr(V, "forward_laplacian")
