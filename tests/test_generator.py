@@ -184,6 +184,9 @@ def test_shared_diffusion_equals_the_same_matrix_for_every_state(device):
         assert (u is None) == (v is None) and (u is None or torch.allclose(u, v, atol=1e-10, rtol=0))
     with pytest.raises(ValueError, match=r"or \(4, m\) when shared"):
         hjb.generator(net, x, f, S[:2])
+    _, g, H = hjb.value_derivatives(net, x)
+    assert torch.allclose(hjb.generator_from_derivatives(g, H, f, S),
+                          hjb.generator_from_derivatives(g, H, f, S.expand(B, D, M)), atol=1e-12, rtol=0)
 
 
 def test_rademacher_signs_are_fair_reproducible_and_any_shape():
