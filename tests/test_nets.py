@@ -35,25 +35,30 @@ def by_autograd(net, x, first, second):
     return y, torch.stack(dys, 1), torch.stack(laps, 1)
 
 
-@pytest.mark.parametrize("depth", [1, 3])
-@pytest.mark.parametrize("chunk_rows", [None, 5, 20, -1])      # 5 rows: one state per chunk; 20: uneven chunks
-def test_values_and_every_gradient_match_autograd(depth, chunk_rows, device):
-    net, x, first, second = setup_case(depth, device=device, out_dim=2)
-    ref = by_autograd(net, x, first, second)
-    out = net.forward_laplacian(x, first, second, chunk_rows=chunk_rows)
+def assert_same_values_and_gradients(out, ref, inputs, g, device):
+    """``out`` equals ``ref`` entry by entry, and so do the gradients of a random linear function of all their
+    entries (weights drawn from ``g``) in every tensor of ``inputs``."""
     for a, b in zip(out, ref):
         assert a.shape == b.shape
         assert torch.allclose(a, b, atol=1e-11, rtol=0)
-    # a random linear function of all outputs: its gradients in the parameters, x and both sets of directions
-    g = torch.Generator().manual_seed(7)
     w = [torch.randn(r.shape, generator=g, dtype=torch.float64).to(device) for r in ref]
-    inputs = [x, first, second] + [p for p in net.parameters() if p.requires_grad]
     g_ref = torch.autograd.grad(sum((wi * r).sum() for wi, r in zip(w, ref)), inputs, allow_unused=True)
     g_out = torch.autograd.grad(sum((wi * o).sum() for wi, o in zip(w, out)), inputs, allow_unused=True)
     for a, b in zip(g_out, g_ref):
         assert (a is None) == (b is None)
         if a is not None:
             assert torch.allclose(a, b, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("chunk_rows", [None, 5, 20, -1])      # 5 rows: one state per chunk; 20: uneven chunks
+def test_values_and_every_gradient_match_autograd(depth, chunk_rows, device):
+    net, x, first, second = setup_case(depth, device=device, out_dim=2)
+    ref = by_autograd(net, x, first, second)
+    out = net.forward_laplacian(x, first, second, chunk_rows=chunk_rows)
+    # gradients in the parameters, x and both sets of directions
+    inputs = [x, first, second] + [p for p in net.parameters() if p.requires_grad]
+    assert_same_values_and_gradients(out, ref, inputs, torch.Generator().manual_seed(7), device)
 
 
 def test_second_gradients_false_and_no_first_directions():
@@ -110,16 +115,8 @@ def test_shared_basis_matches_formed_directions(chunk_rows, with_first, device):
     first = first if with_first else None
     ref = net.forward_laplacian(x, first, U @ c, chunk_rows=chunk_rows)
     out = net.forward_laplacian(x, first, c, chunk_rows=chunk_rows, basis=U)
-    for a, b in zip(out, ref):
-        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-11, rtol=0)
-    w = [torch.randn(r.shape, generator=g, dtype=torch.float64).to(device) for r in ref]
     inputs = [x, U, c] + ([first] if with_first else []) + list(net.parameters())
-    g_ref = torch.autograd.grad(sum((wi * r).sum() for wi, r in zip(w, ref)), inputs, allow_unused=True)
-    g_out = torch.autograd.grad(sum((wi * o).sum() for wi, o in zip(w, out)), inputs, allow_unused=True)
-    for a, b in zip(g_out, g_ref):
-        assert (a is None) == (b is None)
-        if a is not None:
-            assert torch.allclose(a, b, atol=1e-10, rtol=0)
+    assert_same_values_and_gradients(out, ref, inputs, g, device)
     _, dy, lap = net.forward_laplacian(x, first, c, second_gradients=False, basis=U)
     assert dy.shape == (B, 2, P if with_first else 0) and torch.allclose(lap, ref[2], atol=1e-11, rtol=0)
 
