@@ -86,7 +86,9 @@ class PolicyIterationConfig(SolverConfig):
 
     Budget and stopping: at most ``iterations`` policy iterations; stop earlier once, for ``patience``
     iterations in a row (and after ``min_iterations``), both the estimated value error
-    change / (1 - e^{-rho T}) and the relative change of the policy are below ``tol``.
+    change / (1 - e^{-rho T}) and the relative change of the policy are below ``tol``. (That estimate is the
+    error of the previous iterate when the error contracts by e^{-rho T} per iteration, so it bounds the
+    current one's.)
 
     Evaluation: ``n_states`` training states per iteration, ``paths_per_state`` paths from each (an even
     number when ``antithetic``), horizon ``horizon`` (None: 0.5 / rho) with step ``dt`` and SDE ``scheme``;
