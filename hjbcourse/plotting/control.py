@@ -108,6 +108,9 @@ def plot_pi_history(history, keys: Sequence[str] | None = None, title: str | Non
         if name != "policy objective":
             ax.set_yscale("log")
         ax.set_xlabel("policy iteration")
+        ax.set_ylabel({"fit and equation": "dimensionless size",
+                       "errors against the closed form": "relative error",
+                       "policy objective": r"mean of $(r + \mathcal{L}^a V)/\rho$"}[name], fontsize=9)
         ax.set_title(name)
         ax.legend(fontsize=8)
     fig.suptitle(title or "Convergence diagnostics")
@@ -122,11 +125,15 @@ def plot_matrix_comparison(learned, exact, names: Sequence[str] = ("learned", "c
     for ax, M, n in zip(axes[:2], (L, E), names):
         im = ax.imshow(M, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         ax.set_title(n)
+        ax.set_xlabel("column index $j$")
+    axes[0].set_ylabel("row index $i$")
     fig.colorbar(im, ax=axes[:2], shrink=0.8)
     D = L - E
     dmax = np.abs(D).max() or 1.0
     im = axes[2].imshow(D, cmap="RdBu_r", vmin=-dmax, vmax=dmax)
     axes[2].set_title(f"difference (rel. Frobenius {np.linalg.norm(D) / np.linalg.norm(E):.2%})")
+    axes[2].set_xlabel("column index $j$")
+    axes[2].set_ylabel("row index $i$")
     fig.colorbar(im, ax=axes[2], shrink=0.8)
     fig.suptitle(title or "Learned against closed-form matrix")
     return fig

@@ -30,7 +30,7 @@ def plot_forward_marginals(data, sde, times=(0.0, 0.1, 0.2, 0.4, 1.0), *, lim: f
     field grad log p_s drawn as arrows."""
     if data.dim != 2:
         raise ValueError(f"data must be 2-dimensional for this figure, got d={data.dim}")
-    fig, axes = plt.subplots(1, len(times), figsize=(2.6 * len(times), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(times), figsize=(2.6 * len(times), 3.1), squeeze=False)
     for ax, s in zip(axes[0], times):
         ps = data.marginal(sde, float(s))
         X, Y, dens = _density_grid(ps, lim, n_grid)
@@ -44,8 +44,9 @@ def plot_forward_marginals(data, sde, times=(0.0, 0.1, 0.2, 0.4, 1.0), *, lim: f
             ax.quiver(q[:, 0], q[:, 1], sc[:, 0], sc[:, 1], color="white", alpha=0.7, scale=18, width=0.006)
         ax.set_title(f"$p_s$, s = {float(s):.2g}")
         ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.locator_params(nbins=3)   # a few ticks: the panels are small
+        ax.set_xlabel("$x_1$")
+    axes[0, 0].set_ylabel("$x_2$")
     fig.suptitle("Forward VP SDE: data (left) to noise (right); arrows: the score")
     fig.tight_layout()
     return fig
@@ -166,7 +167,8 @@ def plot_samples(samples: dict, data, *, metrics: dict | None = None, lim: float
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.locator_params(nbins=3)   # a few ticks: the panels are small
+        ax.set_xlabel("$x_1$")
+    axes[0].set_ylabel("$x_2$")
     fig.tight_layout()
     return fig
