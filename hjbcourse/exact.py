@@ -12,7 +12,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
-__all__ = ["QuadraticSolution", "LQRSolution", "MertonSolution", "solve_lqr", "solve_merton", "riccati_residual"]
+__all__ = ["QuadraticSolution", "LQRSolution", "MertonSolution", "NoClosedForm", "solve_lqr", "solve_merton",
+           "riccati_residual"]
 
 
 def riccati_residual(A, B, Q, R, P, rho) -> np.ndarray:
@@ -93,6 +94,13 @@ class MertonSolution:
         return torch.tensor([self.pi, self.k], dtype=x.dtype, device=x.device).expand(x.shape[0], 2)
 
 
+class NoClosedForm(NotImplementedError, ValueError):
+    """A valid problem whose closed form does not apply (e.g. Merton's optimum outside the action box).
+
+    A ``NotImplementedError``, so that ``problem.has_exact`` is False and the solvers run without a reference,
+    and a ``ValueError`` for callers that asked for the closed form explicitly."""
+
+
 def solve_merton(problem) -> MertonSolution:
     """Merton's closed form for a :class:`~hjbcourse.Merton` problem (book: Appendix B)."""
     r, mu, sigma, gamma, rho = problem.r, problem.mu, problem.sigma, problem.gamma, problem.rho
@@ -102,6 +110,6 @@ def solve_merton(problem) -> MertonSolution:
     A = math.nan if gamma == 1.0 else k ** (-gamma)
     lo, hi = problem.action_low.tolist(), problem.action_high.tolist()
     if not (lo[0] <= pi <= hi[0] and lo[1] <= k <= hi[1]):
-        raise ValueError(f"the unconstrained optimum (pi={pi:.4g}, k={k:.4g}) lies outside the action bounds "
+        raise NoClosedForm(f"the unconstrained optimum (pi={pi:.4g}, k={k:.4g}) lies outside the action bounds "
                          f"pi_bounds={lo[0], hi[0]}, k_bounds={lo[1], hi[1]}; the closed form does not apply")
     return MertonSolution(pi=pi, k=k, A=A, M=M, gamma=gamma, rho=rho)

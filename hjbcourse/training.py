@@ -36,7 +36,10 @@ class SolverConfig:
         self._check_ints("seed", minimum=0)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        torch.device(self.device)  # raises on a malformed device string
+        dev = torch.device(self.device)  # raises on a malformed device string
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} was asked for, but torch finds no CUDA GPU here; use "
+                             f"device='cpu' (hjb.setup() picks the device that exists)")
 
     def _check_ints(self, *names: str, minimum: int = 1) -> None:
         """Refuse a field among ``names`` that is not a Python int (bool refused) of at least ``minimum``."""
@@ -134,9 +137,12 @@ class DivergenceError(RuntimeError):
 def check_finite(value: torch.Tensor | float, name: str, iteration: int) -> None:
     """Raise :class:`DivergenceError` when ``value`` is NaN or infinite (a diverging run stops here)."""
     v = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
-    if not bool(torch.isfinite(v).all()):
+    bad = ~torch.isfinite(v.flatten())
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        where = f" (entry {i} of {v.numel()}, {int(bad.sum())} not finite)" if v.numel() > 1 else ""
         raise DivergenceError(
-            f"{name} became {float(v.flatten()[0]) if v.numel() else v} at iteration {iteration}; "
+            f"{name} became {float(v.flatten()[i])}{where} at iteration {iteration}; "
             "lower the learning rate or the time step, or check the problem's parameters"
         )
 

@@ -50,6 +50,13 @@ def smoke(**kw):
     return hjb.PolicyIterationConfig.preset("smoke", seed=0, progress=False, **kw)
 
 
+def test_a_problem_without_closed_form_is_solved_without_reference():
+    m = hjb.Merton(mu=0.3)                         # optimum pi = 3.9 lies outside pi_bounds (-1, 3)
+    solver = hjb.PolicyIteration(m, smoke(iterations=1, input_scaling="log", initial_action=(1.0, 0.03)))
+    row = solver.step()
+    assert "pi_rel" not in row and math.isfinite(row["value_fit_mse"])
+
+
 # ---------------------------------------------------------------------------------------------- diagnostics
 def test_relative_errors():
     assert hjb.relative_l2(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == 0.0
@@ -95,10 +102,18 @@ def test_hjb_residual_sees_a_wrong_policy():
                                          ("paths_per_state", 3), ("horizon", 0.0), ("generator_method", "exact"),
                                          ("input_scaling", "sqrt"), ("state_box", 0.5),
                                          ("initial_paths_per_state", 3), ("polish_steps", True),
-                                         ("min_iterations", -1), ("seed", True), ("tol", True), ("value_lr", math.inf)])
+                                         ("min_iterations", -1), ("seed", True), ("tol", True), ("value_lr", math.inf),
+                                         ("replay_fraction", 0.75), ("replay_fraction", True)])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         hjb.PolicyIterationConfig.preset("quick", **{field: value})
+
+
+def test_full_preset_leaves_the_device_to_the_caller():
+    assert hjb.PolicyIterationConfig.preset("full").device == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device"):
+            hjb.PolicyIterationConfig.preset("full", device="cuda")
 
 
 def test_log_input_scaling_needs_positive_states():
@@ -235,6 +250,22 @@ def test_same_seed_same_numbers_and_checkpoint_round_trip(tmp_path):
     assert s3.history["value_fit_mse"] == s1.history["value_fit_mse"]
 
 
+def test_checkpoint_from_another_device_restarts_the_streams(tmp_path):
+    # a generator's state cannot move between a CPU and a GPU; stand in for a GPU checkpoint by relabelling one
+    p = hjb.StochasticLQR.scalar()
+    s1 = hjb.PolicyIteration(p, smoke(iterations=2))
+    s1.step()
+    state = torch.load(s1.save(tmp_path / "pi.pt"), weights_only=True)
+    state["rng_devices"] = ["cpu", "cuda", "cuda"]
+    state["rng"][1] = state["rng"][2] = torch.zeros(16, dtype=torch.uint8)   # a cuda state's size
+    torch.save(state, tmp_path / "other.pt")
+    s2 = hjb.PolicyIteration.load(tmp_path / "other.pt", p)
+    s3 = hjb.PolicyIteration.load(tmp_path / "other.pt", p)
+    s2.step()
+    s3.step()
+    assert s2.iteration == 2 and s2.history["value_fit_mse"] == s3.history["value_fit_mse"]   # reseeded alike
+
+
 def test_solution_interface_and_history():
     p = hjb.Merton()
     sol = hjb.PolicyIteration(p, smoke()).solve()
@@ -256,3 +287,11 @@ def test_a_nan_loss_stops_with_the_iteration_named():
     p = _BrokenLQR(-0.5, 1.0, 1.0, 0.1, 0.3, 0.1)
     with pytest.raises(hjb.DivergenceError, match="iteration 1"):
         hjb.PolicyIteration(p, smoke()).solve()
+
+
+def test_check_finite_names_the_value_that_is_not_finite():
+    hjb.check_finite(torch.tensor([1.0, 2.0]), "loss", 3)
+    with pytest.raises(hjb.DivergenceError, match=r"loss became nan \(entry 1 of 3, 2 not finite\) at iteration 3"):
+        hjb.check_finite(torch.tensor([1.0, float("nan"), float("inf")]), "loss", 3)
+    with pytest.raises(hjb.DivergenceError, match="became inf at iteration 0"):
+        hjb.check_finite(float("inf"), "the fit", 0)

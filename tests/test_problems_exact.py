@@ -113,10 +113,14 @@ def test_constructors_accept_float32_and_numpy():
     (dict(rho=float("nan")), "rho"),
     (dict(A=[[float("nan")]]), "A"),
     (dict(A=[[1.0]], B=[[0.0]]), "stabilisable"),
+    (dict(B=[1.0, 2.0, 3.0, 4.0]), "B"),             # not silently reshaped into a (2, 2) matrix
+    (dict(D=[0.3, 0.0, 0.0, 0.3]), "D"),
+    (dict(domain=([-1.0] * 3, [1.0] * 3)), "domain"),
+    (dict(domain=(1.0,)), "domain"),
 ])
 def test_lqr_bad_input_is_named(kwargs, word):
     base = dict(A=[[-0.5]], B=[[1.0]], Q=[[1.0]], R=[[0.1]], D=[[0.3]], rho=0.1)
-    if "Q" in kwargs or "D" in kwargs:
+    if "Q" in kwargs or "D" in kwargs or "domain" in kwargs or "B" in kwargs and len(kwargs["B"]) == 4:
         base.update(A=np.eye(2) * -0.5, B=np.eye(2), Q=np.eye(2), R=np.eye(2) * 0.1, D=np.eye(2) * 0.3)
     base.update(kwargs)
     with pytest.raises(ValueError, match=word):
@@ -141,10 +145,22 @@ def test_lqr_stable_uncontrolled_mode_is_fine():
     (dict(mu=float("nan")), "mu"),
     (dict(gamma=0.5, rho=0.01), r"rho - \(1-gamma\) M"),
     (dict(pi_bounds=(1.0, 0.0)), "pi_bounds"),
+    (dict(domain=(0.5,)), "domain"),
+    (dict(domain=(0.5, float("inf"))), "domain"),
 ])
 def test_merton_bad_input_is_named(kwargs, word):
     with pytest.raises(ValueError, match=word):
         hjb.Merton(**kwargs)
+
+
+def test_vectors_of_one_entry_per_coordinate_and_state_counts():
+    m = hjb.Merton(domain=([0.5], [2.0]))
+    assert m.domain[0].tolist() == [0.5]
+    lqr = hjb.StochasticLQR(np.eye(2) * -0.5, [1.0, 0.0], np.eye(2), [[1.0]], [0.3, 0.3], 0.1)   # one action, one noise
+    assert lqr.B.shape == (2, 1) and lqr.D.shape == (2, 1)
+    for p in (m, lqr):
+        with pytest.raises(ValueError, match="n must be a positive integer"):
+            p.sample_states(-1)
 
 
 def test_merton_log_utility_branch():
@@ -158,6 +174,11 @@ def test_merton_log_utility_branch():
 def test_merton_optimum_outside_bounds_is_refused():
     with pytest.raises(ValueError, match="pi_bounds"):
         hjb.Merton(pi_bounds=(0.0, 0.5)).exact()
+    # a valid problem all the same: it just has no closed form, so solvers run without a reference
+    m = hjb.Merton(mu=0.3)
+    with pytest.raises(hjb.NoClosedForm, match="outside the action bounds"):
+        m.exact()
+    assert not m.has_exact
 
 
 def test_squash_respects_the_action_box():

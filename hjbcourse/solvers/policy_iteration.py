@@ -94,7 +94,7 @@ class PolicyIterationConfig(SolverConfig):
     number when ``antithetic``), horizon ``horizon`` (None: 0.5 / rho) with step ``dt`` and SDE ``scheme``;
     the first evaluation (from V_0 = 0) uses ``initial_horizon`` (None: 3 / rho) and ``initial_dt`` (None:
     initial_horizon / 200, at least dt). ``control_variate`` subtracts the zero-mean martingale term,
-    evaluating grad V_old every ``cv_stride`` steps. A fraction ``replay_fraction`` of the training states
+    evaluating grad V_old every ``cv_stride`` steps. A fraction ``replay_fraction`` (at most one half) of the training states
     are the end points X_T of the previous evaluation's paths from ``problem.sample_states`` (for the first
     iteration, of a pilot simulation of the initial policy): the bootstrap evaluates V_old at X_T, so V must
     be fitted there too, also where the paths leave the region the reader looks at (Merton's wealth does).
@@ -161,7 +161,7 @@ class PolicyIterationConfig(SolverConfig):
         "quick": {},
         "full": {"iterations": 30, "n_states": 8192, "paths_per_state": 4, "dt": 0.01, "cv_stride": 1,
                  "value_width": 64, "policy_width": 64, "value_steps": 600, "value_batch": 1024,
-                 "policy_steps": 400, "tol": 1e-3, "n_eval": 8192, "device": "cuda"},
+                 "policy_steps": 400, "tol": 1e-3, "n_eval": 8192},
         "smoke": {"iterations": 2, "n_states": 256, "value_steps": 20, "polish_steps": 5, "policy_steps": 10, "value_width": 16,
                   "policy_width": 16, "initial_horizon": 2.0, "horizon": 0.5, "dt": 0.05, "n_eval": 256,
                   "min_iterations": 1},
@@ -184,8 +184,11 @@ class PolicyIterationConfig(SolverConfig):
         if self.state_box is not None and not (isinstance(self.state_box, (int, float))
                                                 and math.isfinite(self.state_box) and self.state_box >= 1):
             raise ValueError(f"state_box must be a number >= 1 or None, got {self.state_box!r}")
-        if not (isinstance(self.replay_fraction, (int, float)) and 0 <= self.replay_fraction < 1):
-            raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction!r}")
+        # replayed states are drawn without repetition from the end points of the domain states' paths, one
+        # per domain state, so at most half the states can be replayed
+        if isinstance(self.replay_fraction, bool) or not (isinstance(self.replay_fraction, (int, float))
+                                                          and 0 <= self.replay_fraction <= 0.5):
+            raise ValueError(f"replay_fraction must be in [0, 0.5], got {self.replay_fraction!r}")
         self._check_positive_numbers("dt", "value_lr", "value_lr_final", "policy_lr", "tol")
         if self.scheme not in SDE_SCHEMES:
             raise ValueError(f"scheme must be one of {SDE_SCHEMES}, got {self.scheme!r}")
@@ -318,7 +321,8 @@ def make_value_network(problem: ControlProblem, width: int = 64, depth: int = 3,
                        box: float | None = None) -> nn.Module:
     """(B, d) -> (B, 1): an MLP whose inputs are scaled so that ``problem.domain`` maps to [-1, 1]^d:
     affinely (``input_scaling="affine"``), or affinely in log x (``"log"``, for a domain of positive states);
-    with ``box`` the scaled inputs are clamped to [-box, box]^d (a :class:`MappedInputMLP`).
+    with ``box`` the network is read inside [-box, box]^d only and continued to first order beyond it, along
+    its slope at the box's face (a :class:`MappedInputMLP` with ``extrapolate=True``).
 
     The output scale and shift start at 1 and 0; :func:`fit_value` sets them from the first targets, so the
     network works in units of the value's spread whatever the problem's magnitude.
@@ -552,9 +556,10 @@ def rollout_targets(problem: ControlProblem, policy: Callable, value: Callable |
     With ``return_endpoints`` also the end points X_T of the first path from each state, (B, d).
 
     y(x) is the mean over ``paths_per_state`` paths of int_0^T e^{-rho t} r dt + e^{-rho T} value(X_T) minus
-    the zero-mean control variate sum_i e^{-rho t_i} grad value(X_{t_i}) . S dW_i (with the gradient held
-    over ``cv_stride`` steps); ``value=None`` means V = 0 (no bootstrap, no control variate). With
-    ``antithetic`` every path has a partner driven by -dW. Runs without building a graph.
+    the zero-mean control variate of eq. (ch04-cv): over blocks of ``cv_stride`` steps, the first- and
+    second-order terms of Ito's expansion of e^{-rho t} value(X_t) (see :func:`_control_variate`);
+    ``value=None`` means V = 0 (no bootstrap, no control variate). With ``antithetic`` every path has a
+    partner driven by -dW. Runs without building a graph.
     """
     if paths_per_state < 1 or (antithetic and paths_per_state % 2):
         raise ValueError(f"paths_per_state must be positive (and even when antithetic), got {paths_per_state}")
@@ -908,13 +913,18 @@ class PolicyIteration:
             calm=self._calm,
             config={f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)},
             rng=[self._state_gen.get_state(), self._noise_gen.get_state(), self._batch_gen.get_state()],
+            rng_devices=[g.device.type for g in (self._state_gen, self._noise_gen, self._batch_gen)],
             endpoints=None if self._endpoints is None else self._endpoints.detach().cpu(),
         )
 
     @classmethod
     def load(cls, path: str | Path, problem: ControlProblem, config: PolicyIterationConfig | None = None):
         """A solver restored from :meth:`save` (loaded with ``weights_only=True``); ``config`` overrides the
-        saved one (e.g. a larger ``iterations`` to continue, or another ``device``)."""
+        saved one (e.g. a larger ``iterations`` to continue, or another ``device``).
+
+        On the same kind of device the random streams continue where they stopped, so a resumed run repeats an
+        uninterrupted one. A generator's state cannot move between a CPU and a GPU: on another device the
+        simulation and batch streams restart, seeded from ``config.seed`` and the iteration reached."""
         state = load_checkpoint(path, map_location="cpu")
         config = config if config is not None else PolicyIterationConfig(**state["config"])
         solver = cls(problem, config)
@@ -931,8 +941,12 @@ class PolicyIteration:
         solver.seconds = float(state["seconds"])
         solver._calm = int(state["calm"])
         gens = (solver._state_gen, solver._noise_gen, solver._batch_gen)
-        for g, s in zip(gens, state["rng"]):
-            g.set_state(s)
+        saved_on = state.get("rng_devices") or [g.device.type for g in gens]
+        for i, (g, s, dev) in enumerate(zip(gens, state["rng"], saved_on)):
+            if dev == g.device.type:
+                g.set_state(s)
+            else:
+                g.manual_seed(config.seed + i + 1000 * (solver.iteration + 1))
         if state.get("endpoints") is not None:
             solver._endpoints = state["endpoints"].to(dtype=config.torch_dtype, device=config.torch_device)
         return solver
