@@ -162,8 +162,12 @@ class MLP(nn.Module):
         self.activation = activation
         self._act = ACTIVATIONS[activation]
         self._value = _VALUE_ONLY[activation]
-        lo = torch.full((in_dim,), -1.0, dtype=torch.float64) if in_low is None else torch.as_tensor(in_low, dtype=torch.float64).reshape(-1).expand(in_dim)
-        hi = torch.full((in_dim,), 1.0, dtype=torch.float64) if in_high is None else torch.as_tensor(in_high, dtype=torch.float64).reshape(-1).expand(in_dim)
+        lo, hi = (torch.full((in_dim,), fill, dtype=torch.float64) if v is None
+                  else torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v, fill in ((in_low, -1.0), (in_high, 1.0)))
+        for name, v in (("in_low", lo), ("in_high", hi)):
+            if v.numel() not in (1, in_dim):
+                raise ValueError(f"{name} must be one number or {in_dim} (one per input), got {v.numel()}")
+        lo, hi = lo.expand(in_dim), hi.expand(in_dim)
         if not bool((hi > lo).all()):
             raise ValueError("in_high must exceed in_low in every coordinate")
         self.register_buffer("in_center", ((hi + lo) / 2).float())

@@ -56,6 +56,29 @@ def _scalar(name: str, value, *, positive: bool = False, nonnegative: bool = Fal
     return v
 
 
+def _per_coordinate(name: str, value, n: int, allow_inf: bool = False) -> torch.Tensor:
+    """One number for every coordinate, or ``n`` numbers, as a float64 tensor of shape (n,)."""
+    try:
+        t = torch.as_tensor(np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value,
+                                       dtype=np.float64)).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be numeric, got {value!r}") from e
+    if t.numel() not in (1, n):
+        raise ValueError(f"{name} must be one number or {n} (one per coordinate), got {t.numel()}")
+    if bool(torch.isnan(t).any()) or (not allow_inf and not bool(torch.isfinite(t).all())):
+        raise ValueError(f"{name} must hold {'numbers' if allow_inf else 'finite numbers'}, got {t.tolist()}")
+    return t.expand(n).clone()
+
+
+def _domain(domain, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(low, high)``, each one number or ``n``, as two float64 tensors of shape (n,)."""
+    try:
+        lo, hi = domain
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"domain must be a pair (low, high), got {domain!r}") from e
+    return _per_coordinate("domain's low end", lo, n), _per_coordinate("domain's high end", hi, n)
+
+
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -101,15 +124,13 @@ class ControlProblem:
                                                            _positive_int("action_dim", action_dim),
                                                            _positive_int("noise_dim", noise_dim))
         self.rho = _scalar("rho", rho, positive=True)
-        lo, hi = domain
-        self.domain = (as_float64("domain", lo).reshape(-1).expand(self.state_dim).clone(),
-                       as_float64("domain", hi).reshape(-1).expand(self.state_dim).clone())
+        self.domain = _domain(domain, self.state_dim)
         if not bool((self.domain[0] < self.domain[1]).all()):
             raise ValueError(f"domain must have low < high in every coordinate, got {domain!r}")
         inf = torch.full((self.action_dim,), math.inf, dtype=torch.float64)
-        self.action_low = -inf if action_low is None else torch.as_tensor(action_low, dtype=torch.float64).reshape(-1).expand(self.action_dim).clone()
-        self.action_high = inf if action_high is None else torch.as_tensor(action_high, dtype=torch.float64).reshape(-1).expand(self.action_dim).clone()
-        if torch.isnan(self.action_low).any() or torch.isnan(self.action_high).any() or not bool((self.action_low < self.action_high).all()):
+        self.action_low = -inf if action_low is None else _per_coordinate("action_low", action_low, self.action_dim, True)
+        self.action_high = inf if action_high is None else _per_coordinate("action_high", action_high, self.action_dim, True)
+        if not bool((self.action_low < self.action_high).all()):
             raise ValueError("action_low must be below action_high in every coordinate")
         self.additive_noise = bool(additive_noise)
         if name is not None:
@@ -165,6 +186,7 @@ class ControlProblem:
     def sample_states(self, n: int, generator: torch.Generator | int | None = None, dtype=torch.float32,
                       device="cpu") -> torch.Tensor:
         """(n, d): training states, uniform on ``domain`` (subclasses may add mass where it is needed)."""
+        n = _positive_int("n", n)
         g = make_generator(generator, "cpu")
         lo, hi = self.domain
         u = torch.rand(n, self.state_dim, generator=g, dtype=torch.float64)
@@ -196,9 +218,7 @@ class FiniteHorizonProblem:
                                                            _positive_int("noise_dim", noise_dim))
         self.T = _scalar("T", T, positive=True)
         self.rho = _scalar("rho", rho, nonnegative=True)
-        lo, hi = domain
-        self.domain = (as_float64("domain", lo).reshape(-1).expand(self.state_dim).clone(),
-                       as_float64("domain", hi).reshape(-1).expand(self.state_dim).clone())
+        self.domain = _domain(domain, self.state_dim)
 
     def drift(self, t, x, a):
         raise NotImplementedError
@@ -244,7 +264,8 @@ class StochasticLQR(ControlProblem):
             raise ValueError(f"A must be a square matrix (d, d), got shape {tuple(A.shape)}")
         d = A.shape[0]
         B = as_float64("B", B)
-        B = B.reshape(d, -1) if B.ndim < 2 and B.numel() % d == 0 and B.numel() > 0 else B
+        # a number or a vector: one action (a column of d entries) or, for d = 1, one row
+        B = B.reshape(d, -1) if B.ndim < 2 and (B.numel() == d or (d == 1 and B.numel() > 0)) else B
         if B.ndim != 2 or B.shape[0] != d:
             raise ValueError(f"B must have shape ({d}, k), got {tuple(B.shape)}")
         k = B.shape[1]
@@ -257,7 +278,7 @@ class StochasticLQR(ControlProblem):
         if tuple(R.shape) != (k, k):
             raise ValueError(f"R must have shape ({k}, {k}), got {tuple(R.shape)}")
         D = as_float64("D", D)
-        D = D.reshape(d, -1) if D.ndim < 2 and D.numel() % d == 0 and D.numel() > 0 else D
+        D = D.reshape(d, -1) if D.ndim < 2 and (D.numel() == d or (d == 1 and D.numel() > 0)) else D
         if D.ndim != 2 or D.shape[0] != d:
             raise ValueError(f"D must have shape ({d}, m), got {tuple(D.shape)}")
         if not torch.allclose(Q, Q.T, atol=1e-12):
@@ -297,6 +318,7 @@ class StochasticLQR(ControlProblem):
         """(n, d): half uniform on the domain box, half with a uniformly distributed radius around the origin
         (a uniform direction times a radius uniform on [0, half-width]). In many dimensions a box sample
         leaves the neighbourhood of the origin, where the optimal paths go, empty; the radial half fills it."""
+        n = _positive_int("n", n)
         g = make_generator(generator, "cpu")
         lo, hi = self.domain
         n_box = n - n // 2
@@ -354,7 +376,7 @@ class Merton(ControlProblem):
         if not rho_v - (1 - self.gamma) * M > 0:
             raise ValueError(f"rho - (1-gamma) M must be positive for lifetime utility to be finite, got "
                              f"rho - (1-gamma) M = {rho_v - (1 - self.gamma) * M:.6g} (rho={rho_v}, gamma={self.gamma}, M={M:.6g})")
-        lo, hi = domain
+        lo, _ = _domain(domain, 1)
         if not float(lo) > 0:
             raise ValueError(f"domain must lie in positive wealth, got {domain!r}")
         if not (pi_bounds[0] < pi_bounds[1]) or not (0 <= k_bounds[0] < k_bounds[1]):

@@ -34,24 +34,34 @@ def default_preset(device: torch.device | str | None = None) -> str:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and every CUDA device) with one integer."""
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_seed(seed)
     random.seed(int(seed))
     np.random.seed(int(seed) % 2**32)
     torch.manual_seed(int(seed))
+
+
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
 
 def make_generator(seed_or_generator: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` from a seed, or the generator itself when one is passed.
 
     ``None`` draws a seed from torch's global generator, so :func:`seed_everything` still makes the run
-    reproducible.
+    reproducible. A generator on another device than ``device`` (say a CPU generator for data on a GPU) seeds
+    a new one on ``device`` with one draw, so the caller's generator still decides the numbers.
     """
-    if isinstance(seed_or_generator, torch.Generator):
-        return seed_or_generator
     device = torch.device(device)
-    if seed_or_generator is None:
+    if isinstance(seed_or_generator, torch.Generator):
+        if seed_or_generator.device.type == device.type:
+            return seed_or_generator
+        seed_or_generator = int(torch.randint(0, 2**62, (1,), generator=seed_or_generator,
+                                              device=seed_or_generator.device).item())
+    elif seed_or_generator is None:
         seed_or_generator = int(torch.randint(0, 2**62, (1,)).item())
+    else:
+        _check_seed(seed_or_generator)
     g = torch.Generator(device=device)
     g.manual_seed(int(seed_or_generator))
     return g

@@ -41,6 +41,22 @@ class Simulation:
     cum_reward: torch.Tensor | None = None
 
 
+def _check_commutative(coeffs, x: torch.Tensor, m: int) -> None:
+    """Refuse noise that is not commutative at the start points ``x``: the Milstein scheme without Lévy
+    areas needs L^j s_k = L^k s_j for every pair of columns, L^j the derivative along column s_j of the
+    closed-loop diffusion. Checked by central differences along the columns."""
+    S = coeffs(x)[2]
+    eps = 1e-3 * (1.0 + float(x.abs().max()))
+    D = [(coeffs(x + eps * S[:, :, j])[2] - coeffs(x - eps * S[:, :, j])[2]) / (2 * eps) for j in range(m)]
+    scale = max(float(Dj.abs().max()) for Dj in D)
+    for j in range(m):
+        for k in range(j + 1, m):
+            if float((D[j][:, :, k] - D[k][:, :, j]).abs().max()) > 1e-2 * scale:
+                raise ValueError(f"scheme 'milstein' needs commutative noise (additive, one noise dimension, or "
+                                 f"columns whose derivatives along each other agree); columns {j} and {k} of this "
+                                 f"problem's diffusion do not commute: use 'euler' with a small dt")
+
+
 def brownian_increments(n_steps: int, batch: int, noise_dim: int, dt: float, generator=None, dtype=torch.float32,
                         device="cpu") -> torch.Tensor:
     """(n_steps, batch, noise_dim): independent N(0, dt) increments from a seed or torch.Generator."""
@@ -87,6 +103,8 @@ def simulate(problem, policy: Callable[[torch.Tensor], torch.Tensor], x0: torch.
         a = act(x)
         return a, problem.drift(x, a), problem.diffusion(x, a)
 
+    if scheme == "milstein" and not (problem.additive_noise or m == 1):
+        _check_commutative(coeffs, x0, m)
     x = x0
     a, f, S = coeffs(x)
     r = problem.reward(x, a)

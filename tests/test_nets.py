@@ -121,6 +121,12 @@ def test_shared_basis_matches_formed_directions(chunk_rows, with_first, device):
     assert dy.shape == (B, 2, P if with_first else 0) and torch.allclose(lap, ref[2], atol=1e-11, rtol=0)
 
 
+def test_input_box_of_the_wrong_length_is_named():
+    with pytest.raises(ValueError, match="in_low"):
+        hjb.MLP(3, in_low=[0.0, 0.0], in_high=1.0)
+    assert hjb.MLP(3, in_low=0.0, in_high=[1.0, 2.0, 3.0]).in_center.tolist() == [0.5, 1.0, 1.5]
+
+
 def test_basis_of_the_wrong_shape_is_named():
     net, x, first, second = setup_case(1)
     with pytest.raises(ValueError, match=r"basis must have shape \(4, 4\)"):

@@ -71,7 +71,7 @@ def test_chapters_start_with_the_setup_cell(path):
 def test_chapters_have_exercises_with_solutions(path):
     text = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
     n_ex = len(re.findall(r"^:{3,}\{exercise\}", text, flags=re.M))
-    n_sol = len(re.findall(r"^:{3,}\{solution\}", text, flags=re.M))
+    n_sol = len(re.findall(r"^:{3,}\{solution(-start)?\}", text, flags=re.M))   # -start: a gated solution with code
     assert n_sol >= n_ex, f"{path.name}: {n_ex} exercises, {n_sol} solutions"
     if path.stem.startswith(("01_", "02_", "03_", "appendix_")):   # the theory chapters: two at least
         assert n_ex >= 2, f"{path.name}: {n_ex} exercises"

@@ -106,3 +106,45 @@ def test_bad_input_is_named():
         hjb.simulate(lqr, pol, x0, 1.0, 0.1, dW=torch.zeros(5, 3, 1))
     with pytest.raises(ValueError, match="policy"):
         hjb.simulate(lqr, lambda x: torch.zeros(x.shape[0], 2), x0, 1.0, 0.1)
+
+
+def test_seeds_and_generators():
+    g = hjb.make_generator(5)
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=hjb.make_generator(np.int64(5))))
+    for bad in (1.7, True, "3", -1):
+        with pytest.raises(ValueError, match="seed"):
+            hjb.make_generator(bad)
+        with pytest.raises(ValueError, match="seed"):
+            hjb.seed_everything(bad)
+    assert hjb.make_generator(g, "cpu") is g             # a generator on the right device is used as it is
+    if torch.cuda.is_available():                        # on another device it seeds one there, reproducibly
+        a = torch.rand(3, generator=hjb.make_generator(torch.Generator().manual_seed(0), "cuda"), device="cuda")
+        b = torch.rand(3, generator=hjb.make_generator(torch.Generator().manual_seed(0), "cuda"), device="cuda")
+        assert torch.equal(a, b)
+
+
+class TwoNoises(hjb.ControlProblem):
+    """dX = S(X) dW in the plane: S = diag(x1, x2) (commutative) or [[x2, 0], [0, x1]] (not: along each other
+    the columns' derivatives are (0, x2) and (x1, 0))."""
+
+    def __init__(self, commutative):
+        super().__init__(2, 1, 2, rho=0.1, domain=(0.5, 2.0))
+        self.commutative = commutative
+
+    def drift(self, x, a):
+        return torch.zeros_like(x)
+
+    def diffusion(self, x, a):
+        diag = x if self.commutative else x.flip(-1)
+        return 0.3 * torch.diag_embed(diag)
+
+    def reward(self, x, a):
+        return x[:, :1]
+
+
+def test_milstein_refuses_noise_that_does_not_commute():
+    x0 = torch.full((4, 2), 1.0)
+    sim = hjb.simulate(TwoNoises(True), zero_policy, x0, 1.0, 0.1, scheme="milstein", generator=0)
+    assert torch.isfinite(sim.x_T).all()
+    with pytest.raises(ValueError, match="commut"):
+        hjb.simulate(TwoNoises(False), zero_policy, x0, 1.0, 0.1, scheme="milstein", generator=0)
