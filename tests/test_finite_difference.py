@@ -164,7 +164,8 @@ def test_generic_maximisation_matches_brute_force(lqr):
     s = hjb.FiniteDifferenceSolver(lqr, domain=(-4.0, 4.0), n=201, search_box=(-1.0, 1.0), multilevel=False)
     Vq = lqr.exact().value(s.x.unsqueeze(1)).reshape(-1)
     aq, hq = s.improve(Vq)
-    assert s.low.item() < -10 and s.high.item() > 10
+    assert aq.abs().max().item() > 10                  # found outside the given box, which grew for the search
+    assert s.low.item() == -1.0 and s.high.item() == 1.0   # but improve() leaves the solver's box alone
     Dq = s._differences(Vq)
     acts = torch.linspace(-40, 40, 80001, dtype=torch.float64)
     for i in (0, 25, 100, 175, 200):
@@ -210,12 +211,29 @@ def test_bad_inputs_name_the_parameter(lqr):
         hjb.FiniteDifferenceSolver(lqr, scheme="central")
     with pytest.raises(ValueError, match="time_step"):
         hjb.FiniteDifferenceSolver(lqr, time_step=0.0)
+    for tol in (0.0, "x", None, True):
+        with pytest.raises(ValueError, match="^tol must"):
+            hjb.FiniteDifferenceSolver(lqr, tol=tol)
+    with pytest.raises(ValueError, match="^time_step must"):
+        hjb.FiniteDifferenceSolver(lqr, time_step="x")
     with pytest.raises(ValueError, match="action_grid"):
         hjb.FiniteDifferenceSolver(lqr, action_grid=1)
     with pytest.raises(ValueError, match="half_width"):
         hjb.MinimumTimeProblem(half_width=-1.0)
     with pytest.raises(ValueError, match="steps and errors"):
         hjb.convergence_order([1.0], [1.0])
+
+
+def test_solve_is_repeatable(lqr):
+    """A second solve() starts from the same search box as the first, so it gives the same numbers (with a
+    box that must grow and a coarse search, a grown box carried over changed V by about 0.1)."""
+    s = hjb.FiniteDifferenceSolver(lqr, domain=(-4.0, 4.0), n=201, search_box=(-0.1, 0.1), refinements=3)
+    box = (s.low.clone(), s.high.clone())
+    a, b = s.solve(), s.solve()
+    assert a.info["search_box"][0][0] < -10                 # the box grew during each solve ...
+    assert torch.equal(s.low, box[0]) and torch.equal(s.high, box[1])     # ... but not the solver's
+    assert torch.equal(a.V, b.V) and torch.equal(a.a, b.a)
+    assert a.iterations == b.iterations and a.info == b.info
 
 
 class _NanReward(_ReflectedDiffusion):

@@ -52,6 +52,7 @@ in the interior.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -312,9 +313,9 @@ class FiniteDifferenceSolver:
         self.low = torch.where(self._hard_low, low, torch.minimum(sl, high - 1.0))
         self.high = torch.where(self._hard_high, high, torch.maximum(sh, self.low + 1.0))
         max_iter = _positive_int("max_iter", max_iter)
-        if not (tol > 0):
-            raise ValueError(f"tol must be positive, got {tol!r}")
-        if not (time_step > 0):
+        if isinstance(tol, bool) or not (isinstance(tol, numbers.Real) and tol > 0):
+            raise ValueError(f"tol must be a positive number, got {tol!r}")
+        if isinstance(time_step, bool) or not (isinstance(time_step, numbers.Real) and time_step > 0):
             raise ValueError(f"time_step must be positive (math.inf for pure policy iteration), got {time_step!r}")
         if isinstance(coarsest, bool) or not isinstance(coarsest, (int, np.integer)) or coarsest < 3:
             raise ValueError(f"coarsest must be an integer >= 3, got {coarsest!r}")
@@ -461,7 +462,14 @@ class FiniteDifferenceSolver:
 
         Where the previous policy ``a_prev`` (n, k) does at least as well as the searched maximiser it is kept,
         so each policy-iteration step improves the value (the search is not exact) and the loop cannot cycle.
+        The search starts from the solver's box ``(low, high)``, which is not changed (a grown box is local).
         """
+        a, h, _, _ = self._improve(V, a_prev, self.low, self.high, chunk)
+        return a, h
+
+    def _improve(self, V, a_prev, low, high, chunk: int = 1 << 19):
+        """:meth:`improve` from the search box (low, high); also returns the box, grown where a maximiser hit
+        an artificial edge."""
         n = V.numel()
         D = self._differences(V)
         k = self.problem.action_dim
@@ -472,11 +480,11 @@ class FiniteDifferenceSolver:
             h = torch.empty(n, dtype=torch.float64)
             for s in range(0, n, per):
                 idx = torch.arange(s, min(n, s + per))
-                a[idx], h[idx] = self._argmax(idx, D, self.low, self.high)
+                a[idx], h[idx] = self._argmax(idx, D, low, high)
             # A maximiser on an artificial edge of the search box means the box was too small: double it.
-            tol = 1e-6 * (self.high - self.low)
-            at_lo = ((a - self.low).abs() <= tol).any(0) & ~self._hard_low
-            at_hi = ((self.high - a).abs() <= tol).any(0) & ~self._hard_high
+            tol = 1e-6 * (high - low)
+            at_lo = ((a - low).abs() <= tol).any(0) & ~self._hard_low
+            at_hi = ((high - a).abs() <= tol).any(0) & ~self._hard_high
             if not bool(at_lo.any() or at_hi.any()):
                 if a_prev is not None:
                     idx = torch.arange(n)
@@ -484,12 +492,12 @@ class FiniteDifferenceSolver:
                     keep = h_prev >= h
                     a = torch.where(keep.unsqueeze(1), a_prev, a)
                     h = torch.where(keep, h_prev, h)
-                return a, h
-            width = self.high - self.low
-            self.low = torch.where(at_lo, self.low - width, self.low)
-            self.high = torch.where(at_hi, self.high + width, self.high)
+                return a, h, low, high
+            width = high - low
+            low = torch.where(at_lo, low - width, low)
+            high = torch.where(at_hi, high + width, high)
         raise ValueError("the discrete Hamiltonian seems unbounded in the action: the maximiser ran off every "
-                         f"search box up to [{self.low.tolist()}, {self.high.tolist()}]; check the problem's reward")
+                         f"search box up to [{low.tolist()}, {high.tolist()}]; check the problem's reward")
 
     # -- policy evaluation: one sparse tridiagonal solve ----------------------------------------------------
     def _operator(self, a: torch.Tensor):
@@ -514,10 +522,14 @@ class FiniteDifferenceSolver:
         return torch.from_numpy(scipy.sparse.linalg.spsolve(M, rhs))
 
     def solve(self) -> FiniteDifferenceSolution:
-        """Policy iteration on the grid until sup |V_new - V_old| <= tol * max(1, sup |V|)."""
+        """Policy iteration on the grid until sup |V_new - V_old| <= tol * max(1, sup |V|).
+
+        Repeatable: the search box grows during a solve (``info["search_box"]`` is where it ended) but the
+        solver keeps its own, so a second ``solve()`` gives the same result."""
         import time
 
         t0 = time.perf_counter()
+        low, high = self.low, self.high
         n = self.x.numel()
         hist = History()
         V = torch.where(self.dirichlet, self.g, torch.zeros(n, dtype=torch.float64))
@@ -537,11 +549,12 @@ class FiniteDifferenceSolver:
             V = torch.where(self.dirichlet, self.g, V)
             a_old = torch.from_numpy(np.stack([np.interp(self.x.numpy(), csol.x.numpy(), csol.a[:, j].numpy())
                                                for j in range(csol.a.shape[1])], axis=1))
-            self.low, self.high = torch.minimum(self.low, coarse.low), torch.maximum(self.high, coarse.high)
+            c_low, c_high = (torch.as_tensor(b, dtype=torch.float64) for b in csol.info["search_box"])
+            low, high = torch.minimum(low, c_low), torch.maximum(high, c_high)
         converged = False
         it = 0
         for it in _progress(range(1, self.max_iter + 1), desc="finite differences", enabled=self.progress):
-            a, _ = self.improve(V, a_old)
+            a, _, low, high = self._improve(V, a_old, low, high)
             V_new = self.evaluate(a, V)
             check_finite(V_new, "the grid value V", it)
             change = float((V_new - V).abs().max())
@@ -551,7 +564,7 @@ class FiniteDifferenceSolver:
             if change <= self.tol * max(1.0, float(V.abs().max())):
                 converged = True
                 break
-        a, h = self.improve(V, a_old)
+        a, h, low, high = self._improve(V, a_old, low, high)
         rho = self.problem.rho
         res = (rho * V - h).abs()
         residual = float(res[~self.dirichlet].max())
@@ -559,4 +572,4 @@ class FiniteDifferenceSolver:
                                         residual=residual, history=hist, seconds=time.perf_counter() - t0,
                                         info={"scheme": self.scheme, "boundary": self.boundary,
                                               "coarse_iterations": coarse_iterations,
-                                              "search_box": (self.low.tolist(), self.high.tolist())})
+                                              "search_box": (low.tolist(), high.tolist())})
