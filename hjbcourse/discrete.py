@@ -10,6 +10,7 @@ Values are (S,) float64 tensors and deterministic policies (S,) integer tensors 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ import scipy.linalg
 import torch
 
 from .exact import QuadraticSolution
-from .problems import _positive_int
+from .problems import StochasticLQR, _positive_int
 from .runtime import make_generator
 from .training import History, check_finite
 
@@ -57,7 +58,7 @@ class FiniteMDP:
             raise ValueError("P and R must be finite")
         if bool((P < 0).any()) or not torch.allclose(P.sum(-1), torch.ones(S, A, dtype=torch.float64), atol=1e-9):
             raise ValueError("P must hold probabilities: non-negative, each P[s, a, :] summing to 1")
-        if isinstance(gamma, bool) or not (0.0 < float(gamma) < 1.0):
+        if not (_real(gamma) and 0.0 < float(gamma) < 1.0):
             raise ValueError(f"gamma must lie in (0, 1), got {gamma!r}")
         self.P, self.R, self.gamma = P, R, float(gamma)
 
@@ -128,14 +129,15 @@ class DynamicProgrammingResult:
 
     def errors(self, V_star: torch.Tensor) -> torch.Tensor:
         """(iterations + 1,): sup |V_k - V*| along the iterates."""
-        return (self.values - V_star.reshape(1, -1)).abs().max(dim=1).values
+        return (self.values - torch.as_tensor(V_star).to(self.values).reshape(1, -1)).abs().max(dim=1).values
 
 
 def mdp_value_iteration(mdp: FiniteMDP, V0=None, tol: float = 1e-10, max_iter: int = 10_000) -> DynamicProgrammingResult:
     """Iterate V_{k+1} = T V_k from V0 (default 0) until sup |V_{k+1} - V_k| <= tol (1 - gamma) / gamma,
     which guarantees sup |V_{k+1} - V*| <= tol (the contraction bound)."""
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol!r}")
+    if not (_real(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    max_iter = _positive_int("max_iter", max_iter)
     V = torch.zeros(mdp.n_states, dtype=torch.float64) if V0 is None else _check_values(mdp, V0).clone()
     stop = tol * (1 - mdp.gamma) / mdp.gamma
     values, hist, converged = [V], History(), False
@@ -158,6 +160,7 @@ def mdp_value_iteration(mdp: FiniteMDP, V0=None, tol: float = 1e-10, max_iter: i
 def mdp_policy_iteration(mdp: FiniteMDP, policy0=None, max_iter: int = 1_000) -> DynamicProgrammingResult:
     """Howard's policy iteration: evaluate pi_k exactly, improve greedily; stops when the policy repeats
     (after finitely many steps: there are finitely many policies and each step improves the value)."""
+    max_iter = _positive_int("max_iter", max_iter)
     pi = torch.zeros(mdp.n_states, dtype=torch.long) if policy0 is None else _check_policy(mdp, policy0).clone()
     V = mdp_policy_evaluation(mdp, pi)
     values, hist, converged = [V], History(), False
@@ -181,15 +184,20 @@ def mdp_policy_iteration(mdp: FiniteMDP, policy0=None, max_iter: int = 1_000) ->
                                     converged=converged)
 
 
+def _real(v) -> bool:
+    """A real number (numpy scalars included), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
 def _check_values(mdp: FiniteMDP, V) -> torch.Tensor:
-    V = torch.as_tensor(V, dtype=torch.float64)
+    V = torch.as_tensor(V.detach().cpu() if isinstance(V, torch.Tensor) else V, dtype=torch.float64)
     if tuple(V.shape) != (mdp.n_states,):
         raise ValueError(f"V must have shape ({mdp.n_states},), got {tuple(V.shape)}")
     return V
 
 
 def _check_policy(mdp: FiniteMDP, policy) -> torch.Tensor:
-    pi = torch.as_tensor(policy)
+    pi = torch.as_tensor(policy.detach().cpu() if isinstance(policy, torch.Tensor) else policy)
     if tuple(pi.shape) != (mdp.n_states,) or pi.is_floating_point():
         raise ValueError(f"policy must be an integer tensor of shape ({mdp.n_states},), got {tuple(pi.shape)} {pi.dtype}")
     if bool((pi < 0).any()) or bool((pi >= mdp.n_actions).any()):
@@ -208,9 +216,31 @@ class DiscreteLQRSolution(QuadraticSolution):
     gamma: float
 
 
+def _check_lqr_step(problem, h, name: str = "h") -> float:
+    """``h`` as a float, after checking that ``problem`` is a StochasticLQR and ``h`` a positive number."""
+    if not isinstance(problem, StochasticLQR):
+        raise ValueError(f"problem must be a StochasticLQR, got {type(problem).__name__}")
+    if not (_real(h) and math.isfinite(h) and h > 0):
+        raise ValueError(f"{name} must be a positive number, got {h!r}")
+    return float(h)
+
+
+def _discounted_riccati(Ad, Bd, Qh, Rh, gamma: float, h: float):
+    """(P, K) of the discounted discrete LQR x' = Ad x + Bd a, reward -1/2 (x'Qh x + a'Rh a) per step,
+    discount gamma: P from scipy's DARE on (sqrt(gamma) Ad, sqrt(gamma) Bd, Qh, Rh), symmetrised, and
+    K = gamma (Rh + gamma Bd'P Bd)^{-1} Bd'P Ad. ``h`` only names the step in the error message."""
+    sg = math.sqrt(gamma)
+    try:
+        P = scipy.linalg.solve_discrete_are(sg * Ad, sg * Bd, Qh, Rh)
+    except (np.linalg.LinAlgError, ValueError) as e:
+        raise ValueError(f"the discrete Riccati equation has no stabilising solution for h={h}: {e}") from e
+    P = 0.5 * (P + P.T)
+    K = gamma * np.linalg.solve(Rh + gamma * Bd.T @ P @ Bd, Bd.T @ P @ Ad)
+    return P, K
+
+
 def _discrete_data(problem, h):
-    if isinstance(h, bool) or not (isinstance(h, (int, float, np.floating)) and math.isfinite(h) and h > 0):
-        raise ValueError(f"h must be a positive number, got {h!r}")
+    h = _check_lqr_step(problem, h)
     A, B, Q, R, D = (M.numpy() for M in (problem.A, problem.B, problem.Q, problem.R, problem.D))
     d = A.shape[0]
     gamma = math.exp(-problem.rho * h)
@@ -230,13 +260,7 @@ def solve_discrete_lqr(problem, h: float) -> DiscreteLQRSolution:
     K = gamma (hR + gamma Bd'P Bd)^{-1} Bd'P Ad and c = gamma h Tr(D D'P) / (2 (1 - gamma)).
     """
     Ad, Bd, Qh, Rh, D, gamma = _discrete_data(problem, h)
-    sg = math.sqrt(gamma)
-    try:
-        P = scipy.linalg.solve_discrete_are(sg * Ad, sg * Bd, Qh, Rh)
-    except (np.linalg.LinAlgError, ValueError) as e:
-        raise ValueError(f"the discrete Riccati equation has no stabilising solution for h={h}: {e}") from e
-    P = 0.5 * (P + P.T)
-    K = gamma * np.linalg.solve(Rh + gamma * Bd.T @ P @ Bd, Bd.T @ P @ Ad)
+    P, K = _discounted_riccati(Ad, Bd, Qh, Rh, gamma, h)
     c = gamma * h * float(np.trace(D @ D.T @ P)) / (2 * (1 - gamma))
     return DiscreteLQRSolution(P=torch.from_numpy(P), K=torch.from_numpy(K), c=c, h=float(h), gamma=gamma)
 

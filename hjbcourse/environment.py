@@ -25,6 +25,7 @@ the same attributes and methods instead, for instance a wrapper around a simulat
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -65,10 +66,9 @@ def check_sampler(env) -> None:
                          f"got a {type(env).__name__}")
     if not (callable(env.reset) and callable(env.step)):
         raise ValueError("env.reset and env.step must be callable")
-    if not (isinstance(env.dt, (int, float)) and math.isfinite(env.dt) and env.dt > 0):
-        raise ValueError(f"env.dt must be a positive number, got {env.dt!r}")
-    if not (isinstance(env.rho, (int, float)) and math.isfinite(env.rho) and env.rho > 0):
-        raise ValueError(f"env.rho must be a positive number, got {env.rho!r}")
+    for name in ("dt", "rho"):
+        if not _positive_number(getattr(env, name)):
+            raise ValueError(f"env.{name} must be a positive number, got {getattr(env, name)!r}")
     for name, size in (("action_low", env.action_dim), ("action_high", env.action_dim),
                        ("state_low", env.state_dim), ("state_high", env.state_dim)):
         t = getattr(env, name)
@@ -76,6 +76,11 @@ def check_sampler(env) -> None:
             raise ValueError(f"env.{name} must be a tensor of shape ({size},), got {t!r}")
     if not bool((env.state_low < env.state_high).all()) or not bool(torch.isfinite(env.state_low).all() & torch.isfinite(env.state_high).all()):
         raise ValueError("env.state_low must be finite and below env.state_high in every coordinate")
+
+
+def _positive_number(v) -> bool:
+    """A finite real number > 0 (numpy scalars included), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 class TransitionSampler:
@@ -90,9 +95,9 @@ class TransitionSampler:
     def __init__(self, problem: ControlProblem, dt: float, substep: float = 0.005, dtype=torch.float64):
         if not isinstance(problem, ControlProblem):
             raise ValueError(f"problem must be a ControlProblem, got {type(problem).__name__}")
-        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (math.isfinite(dt) and dt > 0):
+        if not _positive_number(dt):
             raise ValueError(f"dt must be a positive number, got {dt!r}")
-        if isinstance(substep, bool) or not isinstance(substep, (int, float)) or not (math.isfinite(substep) and substep > 0):
+        if not _positive_number(substep):
             raise ValueError(f"substep must be a positive number, got {substep!r}")
         self._problem = problem
         self.dt = float(dt)
@@ -108,7 +113,8 @@ class TransitionSampler:
     def reset(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, d): starting states drawn by the problem's own state sampler."""
         n = _positive_int("n", n)
-        seed = None if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        seed = None if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator,
+                                                                device=generator.device).item())
         return self._problem.sample_states(n, generator=seed, dtype=self.dtype)
 
     def step(self, x: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None):

@@ -75,6 +75,17 @@ def test_mdp_bad_inputs_name_the_parameter():
         hjb.mdp_policy_evaluation(hjb.FiniteMDP(P, R, 0.9), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="branching"):
         hjb.random_mdp(n_states=2, branching=3)
+    mdp = hjb.FiniteMDP(P, R, 0.9)
+    for max_iter in (0, -5, 2.0, True):
+        with pytest.raises(ValueError, match="^max_iter must"):
+            hjb.mdp_value_iteration(mdp, max_iter=max_iter)
+        with pytest.raises(ValueError, match="^max_iter must"):
+            hjb.mdp_policy_iteration(mdp, max_iter=max_iter)
+    with pytest.raises(ValueError, match="^tol must"):
+        hjb.mdp_value_iteration(mdp, tol="x")
+    with pytest.raises(ValueError, match="^gamma must"):
+        hjb.FiniteMDP(P, R, "0.9")
+    assert hjb.FiniteMDP(P, R, np.float32(0.9)).gamma == pytest.approx(0.9)
 
 
 # --- the discrete-time LQR ---------------------------------------------------------------------------
@@ -118,3 +129,6 @@ def test_discrete_lqr_bad_h(lqr):
     for h in (0.0, -0.1, math.inf, True):
         with pytest.raises(ValueError, match="^h must"):
             hjb.solve_discrete_lqr(lqr, h)
+    assert float(hjb.solve_discrete_lqr(lqr, np.float32(0.1)).K) == pytest.approx(float(hjb.solve_discrete_lqr(lqr, 0.1).K))
+    with pytest.raises(ValueError, match="^problem must be a StochasticLQR"):
+        hjb.solve_discrete_lqr(hjb.Merton(), 0.1)

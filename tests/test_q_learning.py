@@ -1,10 +1,14 @@
 """Tests of the model-free learners (hjbcourse.environment, hjbcourse.solvers.q_learning)."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import hjbcourse as hjb
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def small(**kw):
@@ -98,6 +102,33 @@ def test_bad_input_is_refused():
         hjb.QLearning(hjb.TransitionSampler(hjb.Merton(), 0.1), small(initial_action=(0.5, 2.0)))
     with pytest.raises(ValueError, match="preset"):
         hjb.QLearningConfig.preset("huge")
+    world = ExactLQRWorld(0.1)
+    world.dt = "0.1"
+    with pytest.raises(ValueError, match="env.dt"):
+        hjb.check_sampler(world)
+
+
+def test_transition_sampler_accepts_any_real_number_type():
+    """np.float32 (what a numpy sweep of dt produces) is accepted like a float, with the same transitions."""
+    lqr = hjb.StochasticLQR.scalar()
+    a, b = hjb.TransitionSampler(lqr, 0.25), hjb.TransitionSampler(lqr, np.float64(0.25), substep=np.float32(0.005))
+    c = hjb.TransitionSampler(lqr, np.float32(0.25))         # 0.25 is exact in float32
+    x = a.reset(8, hjb.make_generator(0))
+    u = torch.zeros(8, 1, dtype=torch.float64)
+    outs = [env.step(x, u, hjb.make_generator(1)) for env in (a, b, c)]
+    assert all(torch.equal(o[1], outs[0][1]) for o in outs)
+    for bad in (True, "0.1", None, math.nan, 0):
+        with pytest.raises(ValueError, match="^dt must"):
+            hjb.TransitionSampler(lqr, bad)
+    hjb.check_sampler(ExactLQRWorld(np.float32(0.1)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_transition_sampler_reset_with_a_generator_on_the_device(device):
+    env = hjb.TransitionSampler(hjb.StochasticLQR.scalar(), 0.1)
+    x1 = env.reset(16, torch.Generator(device=device).manual_seed(0))
+    x2 = env.reset(16, torch.Generator(device=device).manual_seed(0))
+    assert x1.shape == (16, 1) and torch.equal(x1, x2)
 
 
 # -- model-free: the solver sees transitions only -------------------------------------------------------------
