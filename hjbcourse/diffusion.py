@@ -73,6 +73,26 @@ def _cpu_threads(n: int | None):
         torch.set_num_threads(old)
 
 
+@contextlib.contextmanager
+def _forked_rng(seed: int, device):
+    """Run the block with torch's global generators seeded with ``seed``: the CPU one and, for a cuda
+    ``device``, that device's. The caller's generator states (CPU and cuda) are restored afterwards
+    (:func:`torch.random.fork_rng`), so a solver's seed gives the same numbers without reseeding the user's RNG.
+
+    Shared by the solvers that initialise networks from the global generator; it belongs in
+    :mod:`hjbcourse.runtime`.
+    """
+    device = torch.device(device)
+    cuda = []
+    if device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        torch.random.default_generator.manual_seed(int(seed))
+        for i in cuda:
+            with torch.cuda.device(i):
+                torch.cuda.manual_seed(int(seed))
+        yield
+
 
 def _tensor(name: str, value, ndim: int, dtype=None, device=None) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
@@ -462,7 +482,7 @@ def _simulate_reverse(sde, control, x0, t0, n_steps, generator, exact_control, k
     # div mu = d/2 beta(T - t) is deterministic: integrate it exactly
     running -= 0.5 * d * (sde.int_beta(sde.T - t0) - sde.int_beta(0.0))
     return ReversePaths(x=x, running_cost=running, gap=gap, path=torch.stack(path) if keep_path else None,
-                        times=torch.tensor(times, dtype=x.dtype) if keep_path else None)
+                        times=torch.tensor(times, dtype=x.dtype, device=x.device) if keep_path else None)
 
 
 @dataclass(frozen=True)
@@ -597,8 +617,8 @@ class DiffusionControl:
         dt = (self.sde.T - t) / (2 * n_steps)
         var = [self.sde.int_beta(self.sde.T - t - i * dt) - self.sde.int_beta(max(self.sde.T - t - (i + 1) * dt, 0.0))
                for i in range(2 * n_steps)]
-        va = torch.tensor(var[0::2], dtype=fine.dtype)[:, None, None]
-        vb = torch.tensor(var[1::2], dtype=fine.dtype)[:, None, None]
+        va = torch.tensor(var[0::2], dtype=fine.dtype, device=fine.device)[:, None, None]
+        vb = torch.tensor(var[1::2], dtype=fine.dtype, device=fine.device)[:, None, None]
         coarse = (va.sqrt() * fine[0::2] + vb.sqrt() * fine[1::2]) / (va + vb).sqrt()
         c1, g1, V = self._per_path(control, x, t, n_paths, n_steps, coarse, scheme)
         c2, g2, _ = self._per_path(control, x, t, n_paths, 2 * n_steps, fine, scheme)
@@ -631,8 +651,10 @@ def example_controls(problem: DiffusionControl, seed: int = 0) -> dict[str, Cont
     shift[0] = 1.0
     rot = torch.zeros(d, d, dtype=dt_, device=dev)
     rot[0, 1 % d], rot[1 % d, 0] = 1.0, -1.0
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(d + 1, 32), nn.Tanh(), nn.Linear(32, d)).to(dtype=dt_, device=dev)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    with _forked_rng(seed, dev):    # the network's weights come from the seed; the caller's RNG is untouched
+        net = nn.Sequential(nn.Linear(d + 1, 32), nn.Tanh(), nn.Linear(32, d)).to(dtype=dt_, device=dev)
     net.requires_grad_(False)
 
     def with_net(x, t):
@@ -756,13 +778,22 @@ class ScoreModel:
 
     @torch.no_grad()
     def score(self, x: torch.Tensor, s) -> torch.Tensor:
-        """(B, d) -> (B, d): -eps_theta(x, s) / sqrt(1 - alpha(s)^2) at forward time s > 0."""
+        """(B, d) -> (B, d): -eps_theta(x, s) / sqrt(1 - alpha(s)^2) at forward time s > 0.
+
+        ``s`` is a number, or a tensor of B times (one per row of x); every time must lie in (0, T]."""
+        _check_x(x, self.net.dim)
         s_f = self.sde.check_time(s, "s") if not (isinstance(s, torch.Tensor) and s.numel() > 1) else None
         if s_f is not None:
             if s_f <= 0:
                 raise ValueError("s must be > 0: the score at zero noise is not what the network learns")
             std = math.sqrt(self.sde.variance(s_f))
         else:
+            if s.numel() != x.shape[0]:
+                raise ValueError(f"s must be a number or hold one time per row of x ({x.shape[0]}), "
+                                 f"got {s.numel()} times")
+            if not bool(((s > 0) & (s <= self.sde.T * (1 + 1e-12))).all()):
+                raise ValueError(f"s must lie in (0, T={self.sde.T}] (the score at zero noise is not what the "
+                                 f"network learns), got times in [{float(s.min())}, {float(s.max())}]")
             std = torch.sqrt(self.sde.variance(s.to(dtype=x.dtype, device=x.device))).reshape(-1, 1)
         return -self.net(x, s).to(dtype=x.dtype, device=x.device) / std
 
@@ -813,14 +844,13 @@ class ScoreMatching:
 
     def solve(self) -> ScoreModel:
         """Train; returns the :class:`ScoreModel` of the averaged weights with the history of diagnostics."""
-        cpu = self.config.torch_device.type == "cpu"
-        with _cpu_threads(self.config.cpu_threads if cpu else None):
+        dev = self.config.torch_device
+        with _cpu_threads(self.config.cpu_threads if dev.type == "cpu" else None), _forked_rng(self.config.seed, dev):
             return self._solve()
 
     def _solve(self) -> ScoreModel:
         cfg = self.config
         dev, dt = cfg.torch_device, cfg.torch_dtype
-        torch.manual_seed(cfg.seed)
         net = ScoreNet(self.dim, self.sde, cfg.hidden, cfg.depth, cfg.n_freq).to(device=dev, dtype=dt)
         ema = ScoreNet(self.dim, self.sde, cfg.hidden, cfg.depth, cfg.n_freq).to(device=dev, dtype=dt)
         ema.load_state_dict(net.state_dict())

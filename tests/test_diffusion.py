@@ -217,6 +217,19 @@ def test_heun_step_bias_is_small():
     assert abs(b["dJ"]) < 0.03 + 3 * b["dJ_se"], b
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_step_bias_and_paths_stay_on_the_mixture_device(device):
+    """The coupling weights of step_bias and the times of a kept path live where the mixture lives (a cuda
+    mixture crashed on CPU-made weights); on the CPU the same generator gives the same numbers."""
+    prob = hjb.DiffusionControl(hjb.GaussianMixture.example(device=device), hjb.VPSDE())
+    kw = dict(n_paths=50, n_steps=10, generator=0)
+    b = prob.step_bias(prob.optimal_control, [0.3, -0.2], **kw)
+    assert all(math.isfinite(v) for v in b.values()) and b == prob.step_bias(prob.optimal_control, [0.3, -0.2], **kw)
+    res = hjb.simulate_reverse(prob.sde, prob.optimal_control, prob.initial_sample(8, generator=1), n_steps=5,
+                               generator=2, keep_path=True)
+    assert res.times.device == res.x.device and res.path.shape == (6, 8, 2)
+
+
 def test_same_seed_same_numbers():
     gm = hjb.GaussianMixture.example()
     prob = hjb.DiffusionControl(gm, hjb.VPSDE())
@@ -246,6 +259,43 @@ def test_score_matching_learns_and_is_reproducible(device):
     assert xs.shape == (16, 2) and torch.isfinite(xs).all()
     with pytest.raises(ValueError, match="s"):
         m1.score(x, 0.0)
+
+
+def test_solvers_leave_the_global_rng_alone():
+    """ScoreMatching.solve and example_controls draw their networks from their own seed: the caller's global
+    generator is in the same state afterwards, and the same seed gives the same numbers."""
+    gm = hjb.GaussianMixture.example(dtype=torch.float32)
+    cfg = hjb.ScoreMatchingConfig.preset("quick", seed=4, iterations=5, batch_size=32, hidden=8, progress=False,
+                                         eval_every=5, eval_samples=50)
+    prob = hjb.DiffusionControl(hjb.GaussianMixture.example(), hjb.VPSDE())
+    x = torch.randn(5, 2, dtype=torch.float64)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    m1, m2 = (hjb.ScoreMatching(gm, hjb.VPSDE(), cfg).solve() for _ in range(2))
+    u1, u2 = (hjb.example_controls(prob, seed=3)["network"](x, 0.3) for _ in range(2))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert m1.history["loss"] == m2.history["loss"]
+    assert all(torch.equal(p, q) for p, q in zip(m1.net.parameters(), m2.net.parameters()))
+    assert torch.equal(u1, u2) and not torch.equal(u1, hjb.example_controls(prob, seed=4)["network"](x, 0.3))
+    with pytest.raises(ValueError, match="^seed"):
+        hjb.example_controls(prob, seed=-1)
+
+
+def test_score_checks_tensor_times_as_it_checks_numbers():
+    """A tensor of times is held to the same rule as a number: every time in (0, T], one per row of x."""
+    sde = hjb.VPSDE()
+    model = hjb.ScoreModel(hjb.ScoreNet(2, sde, hidden=8, depth=1), sde)
+    x = torch.randn(4, 2)
+    good = model.score(x, torch.full((4,), 0.5))
+    assert good.shape == (4, 2) and torch.allclose(good, model.score(x, 0.5))
+    for bad in (torch.zeros(4), torch.tensor([0.5, 0.5, 0.0, 0.5]), torch.full((4,), 1.5),
+                torch.full((4,), math.nan)):
+        with pytest.raises(ValueError, match=r"^s must lie in \(0, T"):
+            model.score(x, bad)
+    with pytest.raises(ValueError, match="^s must be a number or hold one time per row"):
+        model.score(x, torch.full((3,), 0.5))
+    with pytest.raises(ValueError, match="^x must have shape"):
+        model.score(torch.randn(4, 3), 0.5)
 
 
 def test_score_matching_on_a_point_cloud_and_divergence():

@@ -229,3 +229,17 @@ def test_divergence_names_the_iteration(one_thread):
 
     with pytest.raises(hjb.DivergenceError, match="iteration 0"):
         hjb.DeepBSDE(Broken(3), _small_cfg()).solve()
+
+
+def test_deep_bsde_leaves_the_global_rng_alone(one_thread):
+    """The networks start from config.seed inside a forked RNG: the caller's global generator is untouched,
+    and the same seed still gives the same numbers."""
+    p = hjb.HighDimLQG(3)
+    cfg = _small_cfg(seed=1, num_steps=5, iterations=3, batch_size=16, width=8, valid_size=16, refit_size=64,
+                     log_every=1)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a, b = hjb.DeepBSDE(p, cfg).solve(), hjb.DeepBSDE(p, cfg).solve()
+    assert torch.equal(torch.get_rng_state(), before)
+    assert a.u0 == b.u0 and a.history["loss"] == b.history["loss"]
+    assert all(torch.equal(u, v) for u, v in zip(a.model.parameters(), b.model.parameters()))

@@ -28,6 +28,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..diffusion import _forked_rng
 from ..nets import MLP
 from ..runtime import make_generator, progress
 from ..training import History, SolverConfig, check_finite
@@ -221,8 +222,12 @@ class DeepBSDE:
         return y - p.terminal_cost(X[-1])
 
     def solve(self) -> DeepBSDESolution:
+        """Train; the networks start from ``config.seed`` and the caller's global RNG state is left as it was."""
+        with _forked_rng(self.cfg.seed, self.cfg.torch_device):
+            return self._solve()
+
+    def _solve(self) -> DeepBSDESolution:
         cfg, p = self.cfg, self.problem
-        torch.manual_seed(cfg.seed)
         g = make_generator(cfg.seed, "cpu")
         start = time.perf_counter()
         # the first guess for u(0, .) is the cost of not steering, E g(X_T), from one batch of paths
