@@ -102,6 +102,13 @@ def test_bad_input_is_refused():
         hjb.QLearning(hjb.TransitionSampler(hjb.Merton(), 0.1), small(initial_action=(0.5, 2.0)))
     with pytest.raises(ValueError, match="preset"):
         hjb.QLearningConfig.preset("huge")
+    for e in (math.nan, math.inf, "x", True):
+        with pytest.raises(ValueError, match="^power_exponent must"):
+            hjb.QLearningConfig(power_exponent=e)
+    with pytest.raises(ValueError, match="^progress must"):
+        hjb.QLearningConfig(progress="no")
+    with pytest.raises(ValueError, match="^exploration_final must"):
+        hjb.QLearningConfig(exploration_final=True)
     world = ExactLQRWorld(0.1)
     world.dt = "0.1"
     with pytest.raises(ValueError, match="env.dt"):
@@ -201,6 +208,40 @@ def test_same_seed_same_numbers_and_shapes(method, device):
     assert sols[0].history.last("transitions") == 20_000
 
 
+def test_solve_leaves_the_global_rng_alone(monkeypatch):
+    """The networks start from the config's seed inside a forked RNG: the caller's global generator is in
+    the same state after a solve, and the cuda generators are not reseeded (torch.manual_seed did that, and
+    only the CPU state was restored)."""
+    env = hjb.TransitionSampler(hjb.StochasticLQR.scalar(), 0.05)
+    cfg = small(value="mlp", mean="mlp", width=8, n_transitions=2000, seed=5)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    cuda_seeds = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", cuda_seeds.append)
+    a, b = hjb.QLearning(env, cfg).solve(), hjb.QLearning(env, cfg).solve()
+    assert torch.equal(torch.get_rng_state(), before) and cuda_seeds == []
+    assert a.history["loss"] == b.history["loss"]
+    assert all(torch.equal(u, v) for u, v in zip(a.value_net.parameters(), b.value_net.parameters()))
+
+
+def test_solution_checks_the_shape_of_its_inputs():
+    """value, policy and q refuse a wrongly shaped x (with a constant mean, policy ignored x entirely)."""
+    merton = hjb.Merton()
+    cfg = small(value="power", power_exponent=-1.0, mean="constant", initial_action=(0.5, 0.1),
+                n_transitions=1000)
+    sol = hjb.QLearning(hjb.TransitionSampler(merton, 0.1), cfg).solve()
+    x = torch.ones(3, 1)
+    assert sol.policy(x).shape == (3, 2) and sol.value(x).shape == (3, 1) and sol.q(x, torch.zeros(3, 2)).shape == (3, 1)
+    for f in (sol.policy, sol.value):
+        for bad in (torch.ones(3, 2), torch.ones(3), [[1.0]]):
+            with pytest.raises(ValueError, match="^x must"):
+                f(bad)
+    with pytest.raises(ValueError, match="^u must have shape"):
+        sol.q(x, torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="^u must have one row per row of x"):
+        sol.q(x, torch.zeros(2, 2))
+
+
 def test_monitor_is_logged_and_bounded_actions():
     merton = hjb.Merton()
     env = hjb.TransitionSampler(merton, 0.1)
@@ -220,6 +261,16 @@ class NaNWorld(ExactLQRWorld):
 def test_divergence_names_the_iteration():
     with pytest.raises(hjb.DivergenceError, match="iteration 0"):
         hjb.QLearning(NaNWorld(0.05), small()).solve()
+
+
+def test_held_action_gain_refuses_bad_input():
+    lqr = hjb.StochasticLQR.scalar()
+    for dt in (-0.1, 0.0, math.nan, math.inf, True, "0.1"):
+        with pytest.raises(ValueError, match="^dt must be a positive number"):
+            hjb.held_action_lqr_gain(lqr, dt)
+    with pytest.raises(ValueError, match="^problem must be a StochasticLQR"):
+        hjb.held_action_lqr_gain(hjb.Merton(), 0.1)
+    assert torch.equal(hjb.held_action_lqr_gain(lqr, np.float32(0.25)), hjb.held_action_lqr_gain(lqr, 0.25))
 
 
 def test_held_action_gain_tends_to_riccati():

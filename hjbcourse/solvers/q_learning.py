@@ -34,15 +34,18 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
 
+from ..diffusion import _forked_rng
+from ..discrete import _check_lqr_step, _discounted_riccati
 from ..environment import check_sampler
 from ..nets import MLP
-from ..problems import squash_to_bounds
+from ..problems import StochasticLQR, squash_to_bounds
 from ..runtime import make_generator, progress
 from ..training import History, SolverConfig, check_finite, save_checkpoint
 
@@ -115,9 +118,11 @@ class QLearningConfig(SolverConfig):
         self._check_ints("buffer_size", minimum=0)
         self._check_positive_numbers("temperature")
         self._check_positive_numbers("lr", allow_none=True)
+        if not isinstance(self.progress, bool):
+            raise ValueError(f"progress must be True or False, got {self.progress!r}")
         for name in ("lr_final", "target_tau", "exploration_final"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 < v <= 1):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 < v <= 1):
                 raise ValueError(f"{name} must lie in (0, 1], got {v!r}")
         if self.n_transitions < self.n_envs:
             raise ValueError(f"n_transitions must be at least n_envs={self.n_envs}, got {self.n_transitions}")
@@ -127,10 +132,18 @@ class QLearningConfig(SolverConfig):
                 raise ValueError("exploration_std=None (sampling the Gibbs policy) needs method='q_learning'")
         else:
             vals = std if isinstance(std, (tuple, list)) else (std,)
-            if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in vals):
+            if not all(_real(v) and math.isfinite(v) and v > 0 for v in vals):
                 raise ValueError(f"exploration_std must be positive (a number or one per action), got {std!r}")
-        if self.value == "power" and (self.power_exponent is None or self.power_exponent == 0):
+        e = self.power_exponent
+        if e is not None and not (_real(e) and math.isfinite(e)):
+            raise ValueError(f"power_exponent must be a finite number or None, got {e!r}")
+        if self.value == "power" and (e is None or e == 0):
             raise ValueError("value='power' needs a non-zero power_exponent (J = c x^e / e)")
+
+
+def _real(v) -> bool:
+    """A real number (numpy scalars included), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -253,8 +266,8 @@ class _Critic(nn.Module):
         elif cfg.value == "power":
             self.net = _Power(cfg.power_exponent, scale, env.action_dim)
         else:
-            lo = torch.cat([env.state_low.double(), a_center.double() - 3 * a_scale.double()])
-            hi = torch.cat([env.state_high.double(), a_center.double() + 3 * a_scale.double()])
+            lo = torch.cat([env.state_low.double().cpu(), a_center.double() - 3 * a_scale.double()])
+            hi = torch.cat([env.state_high.double().cpu(), a_center.double() + 3 * a_scale.double()])
             self.net = MLP(env.state_dim + env.action_dim, 1, cfg.width, cfg.depth, "tanh", lo, hi, out_scale=scale)
 
     def forward(self, x, a):
@@ -278,10 +291,18 @@ class QLearningSolution:
     q_fn: Callable
     to_action: Callable
     config: QLearningConfig
+    state_dim: int
+    action_dim: int
     history: History = field(default_factory=History)
     n_transitions: int = 0
 
-    def _in(self, x):
+    def _in(self, x, name: str = "x", dim: int | None = None):
+        """``x`` checked to be a tensor (B, dim) (dim: the state dimension), on the networks' device and dtype."""
+        dim = self.state_dim if dim is None else dim
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a torch tensor of shape (batch, {dim}), got {type(x).__name__}")
+        if x.ndim != 2 or x.shape[1] != dim:
+            raise ValueError(f"{name} must have shape (batch, {dim}), got {tuple(x.shape)}")
         p = next(self.mean_net.parameters())
         return x.to(dtype=p.dtype, device=p.device)
 
@@ -303,7 +324,10 @@ class QLearningSolution:
     def q(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """(B, d), (B, k) -> (B, 1), at the unconstrained action coordinates u (the action is
         ``to_action(u)``: squashed or clipped into the box; u = a when the action set is unbounded)."""
-        return self.q_fn(self._in(x), self._in(u)).to(x)
+        xi, ui = self._in(x), self._in(u, "u", self.action_dim)
+        if ui.shape[0] != xi.shape[0]:
+            raise ValueError(f"u must have one row per row of x ({xi.shape[0]}), got {ui.shape[0]}")
+        return self.q_fn(xi, ui).to(x)
 
     def save(self, path):
         """Save the weights, the config and the history with :func:`hjbcourse.save_checkpoint`."""
@@ -364,7 +388,8 @@ class QLearning:
         ia = self.config.initial_action
         if ia is not None:
             ia_t = torch.as_tensor(list(ia) if isinstance(ia, (tuple, list)) else [ia] * env.action_dim, dtype=torch.float64)
-            if ia_t.shape != (env.action_dim,) or not bool(((ia_t > env.action_low.double()) & (ia_t < env.action_high.double())).all()):
+            lo, hi = env.action_low.double().cpu(), env.action_high.double().cpu()
+            if ia_t.shape != (env.action_dim,) or not bool(((ia_t > lo) & (ia_t < hi)).all()):
                 raise ValueError(f"initial_action must have one entry per action, strictly inside the action box, got {ia!r}")
 
     # -- helpers -----------------------------------------------------------------------------------------
@@ -373,7 +398,13 @@ class QLearning:
 
     def solve(self, monitor: Callable[[QLearningSolution], dict] | None = None) -> QLearningSolution:
         """Collect transitions and learn; ``monitor(solution)`` (optional) returns extra diagnostics that are
-        logged every ``log_every`` batches (e.g. errors against a closed form, computed by the caller)."""
+        logged every ``log_every`` batches (e.g. errors against a closed form, computed by the caller).
+
+        The networks start from ``config.seed``; the caller's global RNG state is left as it was."""
+        with _forked_rng(self.config.seed, self.config.torch_device):
+            return self._solve(monitor)
+
+    def _solve(self, monitor):
         cfg, env = self.config, self.env
         dev, dt_ = cfg.torch_device, cfg.torch_dtype
         g_env = make_generator(cfg.seed, "cpu")
@@ -382,7 +413,8 @@ class QLearning:
         disc = math.exp(-rho * dt)
         lr = cfg.lr if cfg.lr is not None else (0.005 if "mlp" in (cfg.value, cfg.mean) else 0.05)
 
-        lo, hi = env.action_low.to(torch.float64), env.action_high.to(torch.float64)
+        # the behaviour's bookkeeping is on the CPU in float64, whatever the sampler's device
+        lo, hi = env.action_low.to(torch.float64).cpu(), env.action_high.to(torch.float64).cpu()
         # The Gaussian policy lives in coordinates u; the action is a = squash(u) (or u clipped) in the box.
         sq = cfg.squash
         mask = torch.tensor(list(sq) if isinstance(sq, (tuple, list)) else [bool(sq)] * k)
@@ -408,8 +440,6 @@ class QLearning:
         r_scale = max(float(r0.abs().mean()), 1e-6)
         scale = r_scale / rho
 
-        rng_state = torch.get_rng_state()          # networks are initialised from the seed; the global
-        torch.manual_seed(cfg.seed)                # generator is restored afterwards
         mean_net = _Mean(cfg.mean, env, cfg.width, cfg.depth, a_center.to(dt_)).to(dev, dt_)
         if cfg.method == "q_learning":
             value_net = _value_net(cfg, env, scale).to(dev, dt_)
@@ -443,7 +473,6 @@ class QLearning:
             opt = torch.optim.Adam(list(value_net.parameters()), lr=lr)
             opt_actor = torch.optim.Adam(list(mean_net.parameters()), lr=lr)
 
-        torch.set_rng_state(rng_state)
         n_iters = max(1, cfg.n_transitions // cfg.n_envs - 1)  # the first batch above counts too
         n_updates = n_iters * cfg.updates_per_step
 
@@ -457,9 +486,9 @@ class QLearning:
 
         buffer = ReplayBuffer(cfg.buffer_size or (n_iters + 1) * cfg.n_envs, env.state_dim, k, dt_, dev)
         buffer.add(*first)
-        sol = QLearningSolution(cfg.method, value_net, mean_net, q_fn, squash, cfg)
+        sol = QLearningSolution(cfg.method, value_net, mean_net, q_fn, squash, cfg, env.state_dim, k)
         hist = sol.history
-        s_lo, s_hi = env.state_low.to(torch.float64), env.state_high.to(torch.float64)
+        s_lo, s_hi = env.state_low.to(torch.float64).cpu(), env.state_high.to(torch.float64).cpu()
         margin = 0.5 * (s_hi - s_lo)
 
         def behaviour(x, frac):
@@ -547,21 +576,21 @@ def held_action_lqr_gain(problem, dt: float) -> torch.Tensor:
     """(k, d): the best gain for a :class:`~hjbcourse.StochasticLQR` when actions are held fixed over steps of
     length ``dt`` (the discrete-time Riccati solution of the sampled system, reward r dt per step).
 
+    The same discounted Riccati solve as :func:`~hjbcourse.solve_discrete_lqr`, with the exact sampled
+    dynamics Ad = e^{A dt}, Bd = int_0^dt e^{As} ds B in place of its Euler step (I + hA, hB).
     A reference for learners fed transitions of step dt: it tends to the continuous-time K as dt -> 0, and
     the gap K_dt - K (of order dt) is the bias no amount of data removes at that step.
     """
     import numpy as np
     import scipy.linalg
 
+    dt = _check_lqr_step(problem, dt, "dt")
     A, B, Q, R = (M.numpy() for M in (problem.A, problem.B, problem.Q, problem.R))
-    d = A.shape[0]
+    d, k = B.shape
     Ad = scipy.linalg.expm(A * dt)
     # int_0^dt e^{As} ds B, from the block-matrix exponential
-    M = np.zeros((d + B.shape[1], d + B.shape[1]))
+    M = np.zeros((d + k, d + k))
     M[:d, :d], M[:d, d:] = A * dt, B * dt
     Bd = scipy.linalg.expm(M)[:d, d:]
-    s = math.exp(-0.5 * problem.rho * dt)
-    P = scipy.linalg.solve_discrete_are(Ad * s, Bd * s, Q * dt, R * dt)
-    disc = math.exp(-problem.rho * dt)
-    K = np.linalg.solve(R * dt + disc * Bd.T @ P @ Bd, disc * Bd.T @ P @ Ad)
+    _, K = _discounted_riccati(Ad, Bd, Q * dt, R * dt, math.exp(-problem.rho * dt), dt)
     return torch.from_numpy(K)
