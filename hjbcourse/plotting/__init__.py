@@ -1,5 +1,7 @@
-"""The course's standard figures (matplotlib). Each function draws on given axes or makes its own figure,
-and returns the figure; the chapter calls ``plt.show()``."""
+"""The course's standard figures (matplotlib), as ``hjb.plotting.plot_*``. Every function returns its
+figure; the chapter calls ``plt.show()``. Those with an ``ax`` (or ``axes``) argument draw on the given axes
+when one is passed and make their own figure otherwise; the others (multi-panel figures such as
+``plot_value_policy`` and ``plot_closed_loop``) always make their own."""
 import importlib as _importlib
 from .control import *  # noqa: F401,F403
 from .theory import *  # noqa: F401,F403
