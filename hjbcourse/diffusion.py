@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .problems import _positive_int, _scalar
-from .runtime import make_generator, progress
+from .runtime import _forked_rng, make_generator, progress
 from .training import History, SolverConfig, check_finite
 
 __all__ = [
@@ -71,27 +71,6 @@ def _cpu_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(old)
-
-
-@contextlib.contextmanager
-def _forked_rng(seed: int, device):
-    """Run the block with torch's global generators seeded with ``seed``: the CPU one and, for a cuda
-    ``device``, that device's. The caller's generator states (CPU and cuda) are restored afterwards
-    (:func:`torch.random.fork_rng`), so a solver's seed gives the same numbers without reseeding the user's RNG.
-
-    Shared by the solvers that initialise networks from the global generator; it belongs in
-    :mod:`hjbcourse.runtime`.
-    """
-    device = torch.device(device)
-    cuda = []
-    if device.type == "cuda":
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
-        torch.random.default_generator.manual_seed(int(seed))
-        for i in cuda:
-            with torch.cuda.device(i):
-                torch.cuda.manual_seed(int(seed))
-        yield
 
 
 def _tensor(name: str, value, ndim: int, dtype=None, device=None) -> torch.Tensor:

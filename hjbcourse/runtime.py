@@ -5,6 +5,7 @@ Every chapter starts with :func:`setup`, so a reader's laptop (CPU, ``"quick"`` 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
@@ -106,3 +107,23 @@ def setup(seed: int = 0, device: str | torch.device | None = None, threads: int 
     s = Setup(device=device, preset=default_preset(device), seed=seed)
     print(s)
     return s
+
+
+@contextlib.contextmanager
+def _forked_rng(seed: int, device):
+    """Run the block with torch's global generators seeded with ``seed``: the CPU one and, for a cuda
+    ``device``, that device's. The caller's generator states (CPU and cuda) are restored afterwards
+    (:func:`torch.random.fork_rng`), so a solver's seed gives the same numbers without reseeding the user's RNG.
+
+    Shared by the solvers that initialise networks from the global generator.
+    """
+    device = torch.device(device)
+    cuda = []
+    if device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        torch.random.default_generator.manual_seed(int(seed))
+        for i in cuda:
+            with torch.cuda.device(i):
+                torch.cuda.manual_seed(int(seed))
+        yield

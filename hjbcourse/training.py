@@ -34,6 +34,8 @@ class SolverConfig:
 
     def __post_init__(self):
         self._check_ints("seed", minimum=0)
+        if not isinstance(self.progress, bool):
+            raise ValueError(f"progress must be True or False, got {self.progress!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         dev = torch.device(self.device)  # raises on a malformed device string

@@ -103,7 +103,7 @@ def test_hjb_residual_sees_a_wrong_policy():
                                          ("input_scaling", "sqrt"), ("state_box", 0.5),
                                          ("initial_paths_per_state", 3), ("polish_steps", True),
                                          ("min_iterations", -1), ("seed", True), ("tol", True), ("value_lr", math.inf),
-                                         ("replay_fraction", 0.75), ("replay_fraction", True)])
+                                         ("replay_fraction", 0.75), ("replay_fraction", True), ("progress", "no")])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         hjb.PolicyIterationConfig.preset("quick", **{field: value})

@@ -28,9 +28,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..diffusion import _forked_rng
 from ..nets import MLP
-from ..runtime import make_generator, progress
+from ..runtime import _forked_rng, make_generator, progress
 from ..training import History, SolverConfig, check_finite
 
 __all__ = ["DeepBSDEConfig", "DeepBSDE", "DeepBSDESolution"]

@@ -51,7 +51,7 @@ from ..diagnostics import errors_against_exact, hjb_residual_norm, relative_l2
 from ..generator import GENERATOR_METHODS, generator_from_derivatives
 from ..nets import ACTIVATIONS, MLP
 from ..problems import ControlProblem, squash_to_bounds
-from ..runtime import make_generator
+from ..runtime import _forked_rng, make_generator
 from ..runtime import progress as _progress
 from ..sde import SDE_SCHEMES, brownian_increments, simulate
 from ..training import History, SolverConfig, check_finite, load_checkpoint, save_checkpoint
@@ -754,8 +754,7 @@ class PolicyIteration:
                              "with a small dt for this problem")
         self.problem, self.config = problem, config
         dtype, device = config.torch_dtype, config.torch_device
-        with torch.random.fork_rng(devices=[]):  # seeded initialisation, global generator left alone
-            torch.manual_seed(config.seed)
+        with _forked_rng(config.seed, device):  # seeded initialisation, the caller's generators left alone
             self.value_net = make_value_network(problem, config.value_width, config.value_depth, config.activation,
                                                 dtype, device, config.input_scaling,
                                                 config.state_box)

@@ -41,12 +41,11 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from ..diffusion import _forked_rng
 from ..discrete import _check_lqr_step, _discounted_riccati
 from ..environment import check_sampler
 from ..nets import MLP
 from ..problems import StochasticLQR, squash_to_bounds
-from ..runtime import make_generator, progress
+from ..runtime import _forked_rng, make_generator, progress
 from ..training import History, SolverConfig, check_finite, save_checkpoint
 
 __all__ = ["QLearningConfig", "QLearning", "QLearningSolution", "ReplayBuffer", "held_action_lqr_gain"]
@@ -118,8 +117,6 @@ class QLearningConfig(SolverConfig):
         self._check_ints("buffer_size", minimum=0)
         self._check_positive_numbers("temperature")
         self._check_positive_numbers("lr", allow_none=True)
-        if not isinstance(self.progress, bool):
-            raise ValueError(f"progress must be True or False, got {self.progress!r}")
         for name in ("lr_final", "target_tau", "exploration_final"):
             v = getattr(self, name)
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 < v <= 1):
