@@ -103,7 +103,9 @@ def test_hjb_residual_sees_a_wrong_policy():
                                          ("input_scaling", "sqrt"), ("state_box", 0.5),
                                          ("initial_paths_per_state", 3), ("polish_steps", True),
                                          ("min_iterations", -1), ("seed", True), ("tol", True), ("value_lr", math.inf),
-                                         ("replay_fraction", 0.75), ("replay_fraction", True), ("progress", "no")])
+                                         ("replay_fraction", 0.75), ("replay_fraction", True), ("progress", "no"),
+                                         ("value_fit", "log"), ("value_sign", 0), ("value_sign", 2),
+                                         ("value_sign", True), ("value_sign", -1.0)])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         hjb.PolicyIterationConfig.preset("quick", **{field: value})
@@ -157,6 +159,108 @@ def test_log_scaling_and_state_box_options_run_and_keep_states_in_the_box(tmp_pa
     x = m.grid(5)
     with torch.no_grad():
         assert torch.equal(s.value_net(x), s2.value_net(x)) and torch.equal(s.policy_net(x), s2.policy_net(x))
+
+
+def test_signed_exp_value_has_the_given_sign_and_starts_at_the_targets_scale():
+    m = hjb.Merton()
+    torch.manual_seed(0)
+    x = m.grid(9, dtype=torch.float64)
+    for sign in (-1, 1):
+        v = pi.make_value_network(m, 8, 2, input_scaling="log", box=4.0, dtype=torch.float64, sign=sign)
+        assert isinstance(v, pi.SignedExpValue)
+        with torch.no_grad():
+            v.net.out.weight.normal_(0.0, 3.0)
+            far = torch.tensor([[1e-3], [1e3]], dtype=torch.float64)        # also beyond the box
+            assert bool((sign * v(torch.cat([x, far])) > 0).all())
+        y = sign * torch.tensor([[1.0], [2.0], [4.0], [8.0]], dtype=torch.float64)
+        v.set_output_scale(y)
+        assert float(v.out_shift) == pytest.approx(math.log(8.0) / 2)    # mean of log|y|
+        assert float(v.out_scale) == pytest.approx(float(y.std()))        # loss units: the spread of y itself
+    with pytest.raises(ValueError, match="value_sign"):
+        v.set_output_scale(-y)                                             # targets of the other sign
+    with pytest.raises(ValueError, match="sign"):
+        pi.make_value_network(m, 8, 2, sign=0)
+
+
+def test_relative_weights_are_one_over_v_squared_with_mean_one_and_a_floor():
+    v = torch.tensor([[-1.0], [-2.0], [-4.0]], dtype=torch.float64)
+    w = pi.relative_weights(v)
+    assert float(w.mean()) == pytest.approx(1.0)
+    assert torch.allclose(w * v.pow(2), (w * v.pow(2))[0].expand(3, 1))  # proportional to 1 / v^2
+    w0 = pi.relative_weights(torch.tensor([[0.0], [1.0], [2.0]]), floor=0.1)   # |v| >= 0.1 * mean |v| = 0.1
+    assert float(w0[0] / w0[1]) == pytest.approx(100.0)
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.register_buffer("out_scale", torch.ones((), dtype=torch.float64))
+
+    def forward(self, x):
+        return self.c.expand(x.shape[0], 1)
+
+
+def test_weighted_fit_minimises_the_weighted_squares():
+    x = torch.zeros(4, 1, dtype=torch.float64)
+    y = torch.tensor([[1.0], [2.0], [3.0], [10.0]], dtype=torch.float64)
+    w = torch.tensor([[4.0], [2.0], [1.0], [0.1]], dtype=torch.float64)
+    fits = {}
+    for name, weights in (("plain", None), ("weighted", w)):
+        c = _Constant()
+        opt = torch.optim.Adam(c.parameters(), lr=0.05)
+        # minibatches are drawn with replacement: Adam gets close, the full-batch L-BFGS polish lands exactly
+        mse = pi.fit_value(c, x, y, opt, 200, 4, torch.Generator().manual_seed(0), polish_steps=20, weights=weights)
+        fits[name] = float(c.c.detach())
+        expected = (y * w).sum() / w.sum() if weights is not None else y.mean()
+        assert fits[name] == pytest.approx(float(expected), abs=1e-6)
+        r2 = (y - fits[name]).pow(2) * (1 if weights is None else w)
+        assert mse == pytest.approx(float(r2.mean()), rel=1e-6)           # the logged loss is the weighted one
+    assert fits["weighted"] < 2.0 and fits["plain"] == pytest.approx(4.0, abs=1e-6)
+
+
+def test_relative_fit_of_a_signed_exp_value_recovers_a_power_law_from_multiplicative_noise():
+    m = hjb.Merton()                                                       # V = -A/x on the log box [1/8, 8]
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.exp((2 * torch.rand(2048, 1, generator=g, dtype=torch.float64) - 1) * 3 * math.log(2))
+    truth = -2.0 / x
+    y = truth * (1 + 0.3 * torch.randn(x.shape, generator=g, dtype=torch.float64))   # noise grows like |V|
+    v = pi.make_value_network(m, 16, 2, input_scaling="log", box=3.0, dtype=torch.float64, sign=-1)
+    v.set_output_scale(y)
+    opt = torch.optim.Adam(v.parameters(), lr=3e-3)
+    with torch.no_grad():
+        v_old = -1.0 / x                                                   # a previous value of the right shape
+    pi.fit_value(v, x, y, opt, 1500, 2048, torch.Generator().manual_seed(2), weights=pi.relative_weights(v_old))
+    xg = torch.exp(torch.linspace(-2, 2, 41, dtype=torch.float64) * math.log(2)).unsqueeze(1)
+    with torch.no_grad():
+        rel = ((v(xg) - (-2.0 / xg)) / (2.0 / xg)).abs().max()
+    assert float(rel) < 0.05, float(rel)
+
+
+def test_relative_fit_and_signed_value_options_run_and_round_trip(tmp_path):
+    m = hjb.Merton()
+    cfg = smoke(input_scaling="log", state_box=3.0, initial_paths_per_state=4, initial_action=(1.0, 0.03),
+                value_fit="relative", value_sign=-1)
+    s = hjb.PolicyIteration(m, cfg)
+    assert isinstance(s.value_net, pi.SignedExpValue)
+    s.solve()
+    assert all(math.isfinite(v) for v in s.history["value_fit_mse"] + s.history["pi_rel"])
+    x = m.grid(5)
+    with torch.no_grad():
+        assert bool((s.value_net(x) < 0).all())
+    s2 = hjb.PolicyIteration.load(s.save(tmp_path / "m.pt"), m)
+    with torch.no_grad():
+        assert torch.equal(s.value_net(x), s2.value_net(x))
+    with pytest.raises(ValueError, match="value_sign"):                   # Merton's value is negative (gamma = 2)
+        hjb.PolicyIteration(m, cfg.replace(value_sign=1)).step()
+
+
+def test_merton_chapter_config_fits_by_relative_error_with_a_negative_value():
+    cfg = hjb.chapter_config("merton", "quick")
+    assert (cfg.value_fit, cfg.value_sign, cfg.value_batch) == ("relative", -1, cfg.n_states)
+    lqr = hjb.chapter_config("lqr", "quick")
+    assert (lqr.value_fit, lqr.value_sign) == ("absolute", None)
 
 
 def test_solver_rejects_a_non_problem():
