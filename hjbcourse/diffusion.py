@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .problems import _positive_int, _scalar
-from .runtime import _forked_rng, make_generator, progress
+from .runtime import _check_seed, _forked_rng, make_generator, progress
 from .training import History, SolverConfig, check_finite
 
 __all__ = [
@@ -630,8 +630,7 @@ def example_controls(problem: DiffusionControl, seed: int = 0) -> dict[str, Cont
     shift[0] = 1.0
     rot = torch.zeros(d, d, dtype=dt_, device=dev)
     rot[0, 1 % d], rot[1 % d, 0] = 1.0, -1.0
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_seed(seed)
     with _forked_rng(seed, dev):    # the network's weights come from the seed; the caller's RNG is untouched
         net = nn.Sequential(nn.Linear(d + 1, 32), nn.Tanh(), nn.Linear(32, d)).to(dtype=dt_, device=dev)
     net.requires_grad_(False)

@@ -10,7 +10,6 @@ Values are (S,) float64 tensors and deterministic policies (S,) integer tensors 
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,7 @@ import scipy.linalg
 import torch
 
 from .exact import QuadraticSolution
-from .problems import StochasticLQR, _positive_int
+from .problems import StochasticLQR, _positive_int, _real
 from .runtime import make_generator
 from .training import History, check_finite
 
@@ -182,11 +181,6 @@ def mdp_policy_iteration(mdp: FiniteMDP, policy0=None, max_iter: int = 1_000) ->
             break
     return DynamicProgrammingResult(V=V, policy=pi, iterations=it, values=torch.stack(values), history=hist,
                                     converged=converged)
-
-
-def _real(v) -> bool:
-    """A real number (numpy scalars included), not a bool."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _check_values(mdp: FiniteMDP, V) -> torch.Tensor:

@@ -25,12 +25,11 @@ the same attributes and methods instead, for instance a wrapper around a simulat
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Protocol, runtime_checkable
 
 import torch
 
-from .problems import ControlProblem, _positive_int
+from .problems import ControlProblem, _positive_int, _positive_number
 from .runtime import make_generator
 from .sde import simulate
 
@@ -76,11 +75,6 @@ def check_sampler(env) -> None:
             raise ValueError(f"env.{name} must be a tensor of shape ({size},), got {t!r}")
     if not bool((env.state_low < env.state_high).all()) or not bool(torch.isfinite(env.state_low).all() & torch.isfinite(env.state_high).all()):
         raise ValueError("env.state_low must be finite and below env.state_high in every coordinate")
-
-
-def _positive_number(v) -> bool:
-    """A finite real number > 0 (numpy scalars included), not a bool."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 class TransitionSampler:

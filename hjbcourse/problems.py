@@ -7,6 +7,7 @@ Shapes: states ``x`` are (B, d), actions ``a`` are (B, k); ``drift`` returns (B,
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import numpy as np
@@ -77,6 +78,26 @@ def _domain(domain, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     except (TypeError, ValueError) as e:
         raise ValueError(f"domain must be a pair (low, high), got {domain!r}") from e
     return _per_coordinate("domain's low end", lo, n), _per_coordinate("domain's high end", hi, n)
+
+
+def _real(v) -> bool:
+    """A real number (numpy scalars included), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _positive_number(v) -> bool:
+    """A finite real number > 0 (numpy scalars included), not a bool."""
+    return _real(v) and math.isfinite(v) and v > 0
+
+
+def _columns(name: str, value, d: int, cols: str) -> torch.Tensor:
+    """A (d, n) matrix such as the LQR's B or D. A number or a vector is one column of d entries or, for d = 1,
+    one row; anything else must already have d rows."""
+    M = as_float64(name, value)
+    M = M.reshape(d, -1) if M.ndim < 2 and (M.numel() == d or (d == 1 and M.numel() > 0)) else M
+    if M.ndim != 2 or M.shape[0] != d:
+        raise ValueError(f"{name} must have shape ({d}, {cols}), got {tuple(M.shape)}")
+    return M
 
 
 def _positive_int(name: str, value) -> int:
@@ -263,11 +284,7 @@ class StochasticLQR(ControlProblem):
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"A must be a square matrix (d, d), got shape {tuple(A.shape)}")
         d = A.shape[0]
-        B = as_float64("B", B)
-        # a number or a vector: one action (a column of d entries) or, for d = 1, one row
-        B = B.reshape(d, -1) if B.ndim < 2 and (B.numel() == d or (d == 1 and B.numel() > 0)) else B
-        if B.ndim != 2 or B.shape[0] != d:
-            raise ValueError(f"B must have shape ({d}, k), got {tuple(B.shape)}")
+        B = _columns("B", B, d, "k")
         k = B.shape[1]
         Q = as_float64("Q", Q)
         Q = Q.reshape(1, 1) if Q.ndim == 0 and d == 1 else Q
@@ -277,10 +294,7 @@ class StochasticLQR(ControlProblem):
         R = R.reshape(1, 1) if R.ndim == 0 and k == 1 else R
         if tuple(R.shape) != (k, k):
             raise ValueError(f"R must have shape ({k}, {k}), got {tuple(R.shape)}")
-        D = as_float64("D", D)
-        D = D.reshape(d, -1) if D.ndim < 2 and (D.numel() == d or (d == 1 and D.numel() > 0)) else D
-        if D.ndim != 2 or D.shape[0] != d:
-            raise ValueError(f"D must have shape ({d}, m), got {tuple(D.shape)}")
+        D = _columns("D", D, d, "m")
         if not torch.allclose(Q, Q.T, atol=1e-12):
             raise ValueError("Q must be symmetric")
         if float(torch.linalg.eigvalsh(Q).min()) < -1e-12:

@@ -41,11 +41,10 @@ class Simulation:
     cum_reward: torch.Tensor | None = None
 
 
-def _check_commutative(coeffs, x: torch.Tensor, m: int) -> None:
-    """Refuse noise that is not commutative at the start points ``x``: the Milstein scheme without Lévy
-    areas needs L^j s_k = L^k s_j for every pair of columns, L^j the derivative along column s_j of the
-    closed-loop diffusion. Checked by central differences along the columns."""
-    S = coeffs(x)[2]
+def _check_commutative(coeffs, x: torch.Tensor, S: torch.Tensor, m: int) -> None:
+    """Refuse noise that is not commutative at the start points ``x`` (where the closed-loop diffusion is
+    ``S``): the Milstein scheme without Lévy areas needs L^j s_k = L^k s_j for every pair of columns, L^j the
+    derivative along column s_j. Checked by central differences along the columns."""
     eps = 1e-3 * (1.0 + float(x.abs().max()))
     D = [(coeffs(x + eps * S[:, :, j])[2] - coeffs(x - eps * S[:, :, j])[2]) / (2 * eps) for j in range(m)]
     scale = max(float(Dj.abs().max()) for Dj in D)
@@ -103,10 +102,10 @@ def simulate(problem, policy: Callable[[torch.Tensor], torch.Tensor], x0: torch.
         a = act(x)
         return a, problem.drift(x, a), problem.diffusion(x, a)
 
-    if scheme == "milstein" and not (problem.additive_noise or m == 1):
-        _check_commutative(coeffs, x0, m)
     x = x0
     a, f, S = coeffs(x)
+    if scheme == "milstein" and not (problem.additive_noise or m == 1):
+        _check_commutative(coeffs, x, S, m)
     r = problem.reward(x, a)
     total = torch.zeros_like(r)
     xs, as_, cums = ([x], [a], [total]) if record else (None, None, None)

@@ -52,7 +52,6 @@ in the interior.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,7 +59,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from ..problems import ControlProblem, _positive_int
+from ..problems import ControlProblem, _positive_int, _real
 from ..runtime import progress as _progress
 from ..training import History, check_finite
 
@@ -313,9 +312,9 @@ class FiniteDifferenceSolver:
         self.low = torch.where(self._hard_low, low, torch.minimum(sl, high - 1.0))
         self.high = torch.where(self._hard_high, high, torch.maximum(sh, self.low + 1.0))
         max_iter = _positive_int("max_iter", max_iter)
-        if isinstance(tol, bool) or not (isinstance(tol, numbers.Real) and tol > 0):
+        if not (_real(tol) and tol > 0):
             raise ValueError(f"tol must be a positive number, got {tol!r}")
-        if isinstance(time_step, bool) or not (isinstance(time_step, numbers.Real) and time_step > 0):
+        if not (_real(time_step) and time_step > 0):
             raise ValueError(f"time_step must be positive (math.inf for pure policy iteration), got {time_step!r}")
         if isinstance(coarsest, bool) or not isinstance(coarsest, (int, np.integer)) or coarsest < 3:
             raise ValueError(f"coarsest must be an integer >= 3, got {coarsest!r}")

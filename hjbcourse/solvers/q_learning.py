@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -44,7 +43,7 @@ from torch import nn
 from ..discrete import _check_lqr_step, _discounted_riccati
 from ..environment import check_sampler
 from ..nets import MLP
-from ..problems import StochasticLQR, squash_to_bounds
+from ..problems import _real, squash_to_bounds
 from ..runtime import _forked_rng, make_generator, progress
 from ..training import History, SolverConfig, check_finite, save_checkpoint
 
@@ -136,11 +135,6 @@ class QLearningConfig(SolverConfig):
             raise ValueError(f"power_exponent must be a finite number or None, got {e!r}")
         if self.value == "power" and (e is None or e == 0):
             raise ValueError("value='power' needs a non-zero power_exponent (J = c x^e / e)")
-
-
-def _real(v) -> bool:
-    """A real number (numpy scalars included), not a bool."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 # ------------------------------------------------------------------------------------------------------------
