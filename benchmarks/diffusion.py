@@ -43,13 +43,13 @@ def main():
     g = torch.Generator().manual_seed(args.seed)
     controls = hjb.example_controls(prob, seed=args.seed)
     t = time.perf_counter()
-    est = {name: prob.estimate_cost(u, x0, t0, n_paths=S["n_paths"], n_steps=S["n_steps"], generator=g)
+    est = {name: prob.estimate_cost(u, t0, x0, n_paths=S["n_paths"], n_steps=S["n_steps"], generator=g)
            for name, u in controls.items()}
     t_ver = time.perf_counter() - t
     print(f"## Verification identity at x = {x0}, t = {t0} ({S['n_paths']} paths, {S['n_steps']} Heun steps, "
           f"{t_ver:.1f} s; V(x, t) = {est['exact'].V:.4f})\n")
     print(hjb.verification_table(est))
-    bias = {n: prob.step_bias(controls[n], x0, t0, n_paths=S["bias_paths"], n_steps=S["n_steps"], generator=g)
+    bias = {n: prob.step_bias(controls[n], t0, x0, n_paths=S["bias_paths"], n_steps=S["n_steps"], generator=g)
             for n in ("exact", "scaled")}
     print(f"\nStep halving ({S['n_steps']} -> {2 * S['n_steps']} steps, coupled paths): "
           + "; ".join(f"{n}: dJ = {b['dJ']:+.4f} +- {b['dJ_se']:.4f}" for n, b in bias.items()) + "\n")
@@ -60,7 +60,7 @@ def main():
     cfg = hjb.ScoreMatchingConfig.preset(args.preset, seed=args.seed, device=args.device, progress=False)
     data32 = hjb.GaussianMixture.example(dtype=torch.float32, device=args.device)
     t, c = time.perf_counter(), time.process_time()
-    model = hjb.ScoreMatching(data32, sde, cfg).solve()
+    model = hjb.ScoreMatching(data32, cfg, sde=sde).solve()
     train_wall, train_cpu = time.perf_counter() - t, time.process_time() - c
     times = torch.linspace(0.05 * sde.T, sde.T, 20).tolist()
     errs = hjb.score_error(model.score, gm, sde, times, n=S["err_samples"], generator=args.seed + 100)

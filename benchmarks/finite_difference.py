@@ -1,7 +1,8 @@
 """Time-to-accuracy of the finite-difference HJB solver (hjb.FiniteDifferenceSolver) against closed forms.
 
 Prints markdown tables: grid size, wall time, errors, and the measured orders of convergence, for the scalar
-LQR (P = 0.2659750769), Merton (pi* = 0.625, k* = 0.0478125) and the minimum-time problem with a kink.
+LQR (P = 0.2659750769), Merton (pi* = 0.625, k* = 0.0478125) and the minimum-time problem with a kink. Every run
+uses the default preset (FiniteDifferenceConfig.preset("quick")) with only the grid size and the scheme changed.
 Run: python benchmarks/finite_difference.py
 """
 import os
@@ -12,6 +13,9 @@ import numpy as np
 import torch
 
 import hjbcourse as hjb
+from hjbcourse.solvers.finite_difference import FiniteDifferenceConfig, fit_quadratic_value
+
+PRESET = FiniteDifferenceConfig.preset("quick")
 
 
 def timed(solver):
@@ -32,8 +36,8 @@ def lqr_rows():
     for scheme, ns in (("upwind", (501, 1001, 2001, 4001)), ("hybrid", (501, 1001, 2001))):
         errs = []
         for n in ns:
-            sol, t = timed(hjb.FiniteDifferenceSolver(lqr, domain=(-4.0, 4.0), n=n, scheme=scheme))
-            Pf, cf = hjb.fit_quadratic_value(sol, (-2.0, 2.0))
+            sol, t = timed(hjb.FiniteDifferenceSolver(lqr, PRESET.replace(n=n, scheme=scheme), domain=(-4.0, 4.0)))
+            Pf, cf = fit_quadratic_value(sol, (-2.0, 2.0))
             eV = (sol.value(x) - ex.value(x)).abs().max().item()
             ea = (sol.policy(x) - ex.policy(x)).abs().max().item()
             errs.append(eV)
@@ -56,7 +60,8 @@ def merton_rows():
         for scheme, ns in runs:
             errs = []
             for n in ns:
-                sol, t = timed(hjb.FiniteDifferenceSolver(m, grid=np.geomspace(1e-5, 1e5, n), scheme=scheme))
+                grid = np.geomspace(1e-5, 1e5, n)
+                sol, t = timed(hjb.FiniteDifferenceSolver(m, PRESET.replace(scheme=scheme), grid=grid))
                 a = sol.policy(x)
                 epi = ((a[:, 0] - mx.pi).abs().max() / mx.pi).item()
                 ek = ((a[:, 1] - mx.k).abs().max() / mx.k).item()
@@ -75,7 +80,7 @@ def minimum_time_rows():
     print("|---|---|---|---|")
     ns, errs = (201, 401, 801, 1601), []
     for n in ns:
-        sol, t = timed(hjb.FiniteDifferenceSolver(p, n=n, boundary=0.0))
+        sol, t = timed(hjb.FiniteDifferenceSolver(p, PRESET.replace(n=n), boundary=0.0))
         e = (sol.V - ex.value(sol.x.unsqueeze(1)).reshape(-1)).abs().max().item()
         errs.append(e)
         print(f"| {n} | {t:.2f} | {sol.iterations} | {e:.2e} |")

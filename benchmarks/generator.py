@@ -43,15 +43,15 @@ def _cases(d: int, batch: int, seed: int, device: torch.device):
         m, SS = ("hutchinson", S_shared) if name == SHARED else (name, S)
 
         def evaluate(m=m, SS=SS):
-            return hjb.generator(V, x, f, SS, method=m, generator=1, create_graph=False)
+            return hjb.apply_generator(V, x, f, SS, method=m, generator=1, create_graph=False)
 
         def train(m=m, SS=SS):
             V.zero_grad(set_to_none=True)
-            hjb.generator(V, x, f, SS, method=m, generator=1, create_graph=True).mean().backward()
+            hjb.apply_generator(V, x, f, SS, method=m, generator=1, create_graph=True).mean().backward()
 
         cases[name, "eval"], cases[name, "train"] = evaluate, train
-    a = hjb.generator(V, x, f, S, method="autograd", create_graph=False)
-    b = hjb.generator(V, x, f, S, method="forward", create_graph=False)
+    a = hjb.apply_generator(V, x, f, S, method="autograd", create_graph=False)
+    b = hjb.apply_generator(V, x, f, S, method="forward", create_graph=False)
     return cases, float((a - b).abs().max() / a.abs().max())
 
 

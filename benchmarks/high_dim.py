@@ -16,7 +16,7 @@ import torch
 import hjbcourse as hjb
 
 # the benchmark's settings: a CPU budget (the "full" preset is sized for a GPU)
-SETTINGS = dict(num_steps=40, iterations=1500, batch_size=128, width=64, lr=1e-2, lr_final=1e-4,
+SETTINGS = dict(n_steps=40, iterations=1500, batch_size=128, width=64, lr=1e-2, lr_final=1e-4,
                 refit_size=16384, progress=False)
 
 
@@ -48,7 +48,7 @@ def main():
     headline = None
     for d in args.dims:
         p, sol, exact, unc, cpu = run_dim(d)
-        bias = p.euler_bias(SETTINGS["num_steps"])
+        bias = p.euler_bias(SETTINGS["n_steps"])
         rel = abs(sol.u0 - exact) / abs(exact)
         print(f"| {d} | {exact:.7f} | {unc:.7f} | {sol.u0:.7f} | {rel:.2e} | {abs(sol.u0 - exact):.2e} "
               f"| {sol.u0_stderr:.1e} | {bias:.2e} | {sol.seconds:.0f} | {cpu:.0f} |", flush=True)

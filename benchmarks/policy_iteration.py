@@ -2,14 +2,17 @@
 
     python benchmarks/policy_iteration.py [--problems lqr merton lqr10] [--threads 1] [--preset quick]
 
-For each problem the solver runs iteration by iteration with ``hjb.chapter_config(problem, preset)``; after
-each iteration the errors against the closed form are read from its history (computed on the solver's fixed
-evaluation states: an even grid of the domain in one dimension, 2048 sampled states in ten), and the table
+For each problem (``hjb.course.chapter_problem``) the solver runs iteration by iteration with
+``hjb.course.chapter_config(problem, preset)``; after each iteration the errors against the closed form are read
+from its history (computed on the solver's fixed evaluation states: an even grid of the domain in one
+dimension, 2048 sampled states in ten), and the table
 reports the first iteration (and the solver's cumulative wall time) at which every target holds, and the
 errors at the end of the run. Times are wall-clock and this process's CPU time (on a shared machine the
 wall time overstates the cost). How P and K are read: least-squares fits of V ~ -1/2 x'Px + b'x - c and
 a ~ -Kx + k0 over the evaluation states (``hjb.fit_quadratic_form``, ``hjb.fit_linear_gain``); errors are
 relative (Frobenius for matrices, L2 over the states for functions).
+
+What was tried while choosing the chapters' settings, and what it gave: ``benchmarks/README.md``.
 
 Targets (issue "Neural policy iteration"): scalar LQR P, K within 0.5% and V within 1% in 60 s; Merton pi
 within 1% of 0.625, k within 2% of 0.0478125 and V within 2% on [0.5, 2] in 90 s; 10-D coupled LQR P and K
@@ -33,9 +36,7 @@ TARGETS = {
 
 
 def problem_of(name: str):
-    from hjbcourse.cli import chapter_problem
-
-    return chapter_problem(name)
+    return hjb.course.chapter_problem(name)
 
 
 # the chapters cut the 10-D run to a few iterations to fit their time budget; the benchmark gives it a budget
@@ -51,7 +52,7 @@ def run(name: str, preset: str, seed: int, max_iterations: int | None):
         over["iterations"] = max_iterations
     elif name in BUDGETS:
         over["iterations"] = BUDGETS[name]
-    cfg = hjb.chapter_config(name, preset, **over)
+    cfg = hjb.course.chapter_config(name, preset, **over)
     solver = hjb.PolicyIteration(problem, cfg)
     hit = None
     t0, c0 = time.perf_counter(), time.process_time()

@@ -1,8 +1,8 @@
 """The command line: ``python -m hjbcourse solve lqr|lqr10|merton [--preset full] [--device cuda] [--out DIR]``.
 
-``solve`` runs neural policy iteration on a chapter's problem with the chapter's parameters, prints the
-numbers the chapter quotes (errors against the closed form, the learned constants), and writes to ``--out``
-a ``summary.json``, the figures (PNG) and a checkpoint of the networks.
+``solve`` runs neural policy iteration on a chapter's problem with the chapter's parameters (both from
+:mod:`hjbcourse.course`), prints the numbers the chapter quotes (errors against the closed form, the learned
+constants), and writes to ``--out`` a ``summary.json``, the figures (PNG) and a checkpoint of the networks.
 """
 from __future__ import annotations
 
@@ -12,22 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "chapter_problem", "CHAPTER_PROBLEMS"]
+from .course import CHAPTER_PROBLEMS, chapter_config, chapter_problem
 
-CHAPTER_PROBLEMS = ("lqr", "lqr10", "merton")
-
-
-def chapter_problem(name: str):
-    """The problem of a chapter: ``"lqr"`` (the scalar LQR), ``"lqr10"`` (the 10-D coupled LQR), ``"merton"``."""
-    from .problems import Merton, StochasticLQR, coupled_lqr
-
-    if name == "lqr":
-        return StochasticLQR.scalar(alpha=-0.5, beta=1.0, q=1.0, r_a=0.1, sigma=0.3, rho=0.1)
-    if name == "lqr10":
-        return coupled_lqr(10)
-    if name == "merton":
-        return Merton(r=0.03, mu=0.08, sigma=0.2, gamma=2.0, rho=0.05)
-    raise ValueError(f"problem must be one of {CHAPTER_PROBLEMS}, got {name!r}")
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,7 +41,7 @@ def _solve(args) -> dict:
 
     from . import plotting
     from .runtime import default_device, default_preset, seed_everything
-    from .solvers.policy_iteration import PolicyIteration, PolicyIterationConfig, chapter_config
+    from .solvers.policy_iteration import PolicyIteration, PolicyIterationConfig
 
     device = torch.device(args.device) if args.device else default_device()
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -104,7 +91,7 @@ def _solve(args) -> dict:
             fig.savefig(out / f"{name}.png", dpi=110)
             plt.close(fig)
         solver_ckpt = out / "checkpoint.pt"
-        from .training import save_checkpoint
+        from .checkpoint import save_checkpoint
 
         save_checkpoint(solver_ckpt, value_net=sol.value_net.state_dict(),
                         policy_net=None if sol.policy_net is None else sol.policy_net.state_dict())

@@ -21,6 +21,9 @@ The sampler owns the dtype and device of what it returns; the learner converts. 
 and simulates each step with a fine sub-step (:func:`hjbcourse.simulate`, weak order 2), so the transitions
 are those of the continuous-time diffusion, not of a coarse Euler scheme. A reader can pass any object with
 the same attributes and methods instead, for instance a wrapper around a simulator the learner cannot see into.
+
+Layer: numerics, beside :mod:`~hjbcourse.generator`, :mod:`~hjbcourse.sde` and :mod:`~hjbcourse.nets`: it imports
+the problems and :func:`hjbcourse.sde.simulate` below it, and only the solvers above it import it.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from .problems import ControlProblem, _positive_int, _positive_number
+from ._checks import _positive_int, _positive_number
+from .problems import ControlProblem
 from .runtime import make_generator
 from .sde import simulate
 
@@ -73,7 +77,8 @@ def check_sampler(env) -> None:
         t = getattr(env, name)
         if not isinstance(t, torch.Tensor) or tuple(t.shape) != (size,):
             raise ValueError(f"env.{name} must be a tensor of shape ({size},), got {t!r}")
-    if not bool((env.state_low < env.state_high).all()) or not bool(torch.isfinite(env.state_low).all() & torch.isfinite(env.state_high).all()):
+    finite = bool(torch.isfinite(env.state_low).all() & torch.isfinite(env.state_high).all())
+    if not bool((env.state_low < env.state_high).all()) or not finite:
         raise ValueError("env.state_low must be finite and below env.state_high in every coordinate")
 
 

@@ -1,7 +1,11 @@
-"""Closed-form solutions: the discounted Riccati solution of the stochastic LQR and Merton's constants.
+"""Closed-form solutions: the discounted Riccati solution of the stochastic LQR, Merton's constants, the
+finite-horizon Riccati ODE and the minimum-time value.
 
-Each solution object has ``value(x)`` (B, d) -> (B, 1) and ``policy(x)`` (B, d) -> (B, k), so every solver
-is scored by the same code.
+Each solution object has ``value(x)`` (B, d) -> (B, 1) and ``policy(x)`` (B, d) -> (B, k), and scores any
+solution against itself with ``score(solution, x)`` -> dict of errors: the errors every closed form shares
+(:func:`score_value_policy`) plus those of its own constants (an LQR's P and K, Merton's pi and k). A
+diagnostic or a solver asks the closed form, never the problem's type, so a new closed form needs no edit
+elsewhere.
 """
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import torch
 
-__all__ = ["QuadraticSolution", "LQRSolution", "MertonSolution", "NoClosedForm", "solve_lqr", "solve_merton",
-           "riccati_residual"]
+from .metrics import fit_linear_gain, fit_quadratic_form, relative_error, relative_l2, relative_sup
+
+__all__ = ["QuadraticSolution", "LQRSolution", "MertonSolution", "NoClosedForm", "score_value_policy", "solve_lqr", "solve_merton",
+           "riccati_residual", "FiniteHorizonLQRSolution",
+           "MinimumTimeSolution"]
 
 
 def riccati_residual(A, B, Q, R, P, rho) -> np.ndarray:
@@ -22,6 +28,31 @@ def riccati_residual(A, B, Q, R, P, rho) -> np.ndarray:
     A, B, Q, R, P = (np.asarray(M, dtype=np.float64) for M in (A, B, Q, R, P))
     As = A - 0.5 * rho * np.eye(A.shape[0])
     return As.T @ P + P @ As - P @ B @ np.linalg.solve(R, B.T @ P) + Q
+
+
+def score_value_policy(exact, solution, x: torch.Tensor) -> dict[str, float]:
+    """The errors every closed form reports on the points ``x`` (B, d): ``value_rel_l2``, ``value_rel_sup``,
+    ``policy_rel_l2`` and, for several action coordinates, ``policy_rel_l2_<j>``. Also returns nothing else:
+    a closed form's ``score`` adds its constants to this dict."""
+    with torch.no_grad():
+        v, v_star = solution.value(x), exact.value(x)
+        a, a_star = solution.policy(x), exact.policy(x)
+    out = {
+        "value_rel_l2": relative_l2(v, v_star),
+        "value_rel_sup": relative_sup(v, v_star),
+        "policy_rel_l2": relative_l2(a, a_star),
+    }
+    if a.shape[1] > 1:
+        for j in range(a.shape[1]):
+            out[f"policy_rel_l2_{j}"] = relative_l2(a[:, j], a_star[:, j])
+    return out
+
+
+def _finite(scores: dict[str, float]) -> dict[str, float]:
+    for k, v in scores.items():
+        if not math.isfinite(v):
+            raise ValueError(f"the error {k} is not finite: the solution returns NaN or inf on x")
+    return scores
 
 
 @dataclass(frozen=True)
@@ -46,6 +77,19 @@ class QuadraticSolution:
         """(B, d) -> (B, d): grad V = -P x."""
         return -x @ self.P.to(x)
 
+    def score(self, solution, x: torch.Tensor) -> dict[str, float]:
+        """Errors of ``solution`` on ``x`` (B, d): those of :func:`score_value_policy`, plus ``P_rel`` and
+        ``K_rel``, the relative Frobenius errors of the P and K read off the solution by least squares over
+        ``x`` (when ``x`` holds more points than a quadratic in d has coefficients)."""
+        out = score_value_policy(self, solution, x)
+        d = x.shape[1]
+        if x.shape[0] > (d + 1) * (d + 2) // 2:
+            P, _, _ = fit_quadratic_form(solution.value, x)
+            K, _ = fit_linear_gain(solution.policy, x)
+            out["P_rel"] = relative_error(P, self.P)
+            out["K_rel"] = relative_error(K, self.K)
+        return _finite(out)
+
 
 @dataclass(frozen=True)
 class LQRSolution(QuadraticSolution):
@@ -59,6 +103,8 @@ def solve_lqr(problem) -> LQRSolution:
     A, B, Q, R, D = (M.numpy() for M in (problem.A, problem.B, problem.Q, problem.R, problem.D))
     rho = problem.rho
     As = A - 0.5 * rho * np.eye(A.shape[0])
+    import scipy.linalg  # loaded on first use, to keep `import hjbcourse` light
+
     try:
         P = scipy.linalg.solve_continuous_are(As, B, Q, R)
     except (np.linalg.LinAlgError, ValueError) as e:
@@ -93,6 +139,18 @@ class MertonSolution:
         """(B, 1) -> (B, 2): the constant controls [pi*, k*] at every wealth."""
         return torch.tensor([self.pi, self.k], dtype=x.dtype, device=x.device).expand(x.shape[0], 2)
 
+    def score(self, solution, x: torch.Tensor) -> dict[str, float]:
+        """Errors of ``solution`` on wealths ``x`` (B, 1): those of :func:`score_value_policy`, plus ``pi_rel``
+        and ``k_rel`` (relative L2 of the two fractions over ``x``) and their means ``pi_mean``, ``k_mean``."""
+        out = score_value_policy(self, solution, x)
+        with torch.no_grad():
+            a, a_star = solution.policy(x), self.policy(x)
+        out["pi_rel"] = relative_l2(a[:, 0], a_star[:, 0])
+        out["k_rel"] = relative_l2(a[:, 1], a_star[:, 1])
+        out["pi_mean"] = float(a[:, 0].mean())
+        out["k_mean"] = float(a[:, 1].mean())
+        return _finite(out)
+
 
 class NoClosedForm(NotImplementedError, ValueError):
     """A valid problem whose closed form does not apply (e.g. Merton's optimum outside the action box).
@@ -113,3 +171,66 @@ def solve_merton(problem) -> MertonSolution:
         raise NoClosedForm(f"the unconstrained optimum (pi={pi:.4g}, k={k:.4g}) lies outside the action bounds "
                          f"pi_bounds={lo[0], hi[0]}, k_bounds={lo[1], hi[1]}; the closed form does not apply")
     return MertonSolution(pi=pi, k=k, A=A, M=M, gamma=gamma, rho=rho)
+
+
+@dataclass(frozen=True)
+class FiniteHorizonLQRSolution:
+    """V(t, x) = -1/2 x'P(t)x - c(t), a*(t, x) = -K(t) x with K(t) = R^{-1} B'P(t); P and c from the ODE.
+
+    ``P(t)``, ``c(t)``, ``K(t)`` take a float or a 1-D array of times in [0, T] and return numpy arrays
+    ((n, d, d), (n,), (n, k, d) for arrays; (d, d), float, (k, d) for a float).
+    """
+
+    T: float
+    d: int
+    _sol: object
+    _BtRinv: np.ndarray
+
+    def _y(self, t):
+        t_arr = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        if np.any(t_arr < -1e-12) or np.any(t_arr > self.T + 1e-12):
+            raise ValueError(f"t must lie in [0, T] = [0, {self.T}]")
+        return self._sol.sol(np.clip(t_arr, 0.0, self.T)), np.ndim(t) == 0
+
+    def P(self, t):
+        y, scalar = self._y(t)
+        P = y[: self.d * self.d].T.reshape(-1, self.d, self.d)
+        P = 0.5 * (P + P.transpose(0, 2, 1))
+        return P[0] if scalar else P
+
+    def c(self, t):
+        y, scalar = self._y(t)
+        return float(y[-1, 0]) if scalar else y[-1]
+
+    def K(self, t):
+        P = self.P(t)
+        return self._BtRinv @ P  # R^{-1} B' P, broadcast over times
+
+    def value(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, 1): V(t, x) at one time ``t``."""
+        P = torch.as_tensor(self.P(float(t))).to(x)
+        return -0.5 * ((x @ P) * x).sum(-1, keepdim=True) - self.c(float(t))
+
+    def policy(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, k): a*(t, x) = -K(t) x at one time ``t``."""
+        return -x @ torch.as_tensor(self.K(float(t))).to(x).T
+
+
+@dataclass(frozen=True)
+class MinimumTimeSolution:
+    """V(x) = -(1 - exp(-rho (L - |x|))) / rho on [-L, L]; a*(x) = sign(x) (either sign at x = 0)."""
+
+    half_width: float
+    rho: float
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1) -> (B, 1): minus the discounted time to reach the nearer end of [-L, L]."""
+        return -(1.0 - torch.exp(-self.rho * (self.half_width - x.abs()))) / self.rho
+
+    def policy(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1) -> (B, 1): full speed towards the nearer end (+1 at the tie x = 0)."""
+        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+    def score(self, solution, x: torch.Tensor) -> dict[str, float]:
+        """Errors of ``solution`` on ``x`` (B, 1): those of :func:`score_value_policy`."""
+        return _finite(score_value_policy(self, solution, x))

@@ -18,10 +18,10 @@ from typing import Callable
 
 import torch
 
-from .problems import _positive_int
+from ._checks import _positive_int
 from .runtime import make_generator
 
-__all__ = ["generator", "generator_from_derivatives", "value_derivatives", "GENERATOR_METHODS"]
+__all__ = ["apply_generator", "generator_from_derivatives", "value_derivatives", "GENERATOR_METHODS"]
 
 GENERATOR_METHODS = ("autograd", "forward", "hutchinson")
 
@@ -67,7 +67,7 @@ def _rademacher(shape, generator, like):
     return z.to(device=like.device)
 
 
-def generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f: torch.Tensor, S: torch.Tensor,
+def apply_generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f: torch.Tensor, S: torch.Tensor,
               method: str = "forward", n_probes: int = 16, generator: torch.Generator | int | None = None,
               create_graph: bool = True) -> torch.Tensor:
     """(B, d), (B, d), (B, d, m) -> (B, 1): L^a V at the points ``x`` for drift ``f`` and diffusion ``S``.
@@ -132,6 +132,11 @@ def generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f: tor
     return out if create_graph else out.detach()
 
 
+#: the same function under the name the module had first (``from hjbcourse.generator import generator``); the
+#: package exports it as ``hjb.apply_generator``, so that ``hjbcourse.generator`` stays the module
+generator = apply_generator
+
+
 def value_derivatives(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
     """(B, d) -> (B, 1), (B, d), (B, d, d): V, grad V and Hess V, detached (for policy improvement, where
     gradients must flow only into the policy)."""
@@ -147,3 +152,38 @@ def generator_from_derivatives(grad: torch.Tensor, hess: torch.Tensor, f: torch.
     """(B, d), (B, d, d), (B, d), (B, d, m) or (d, m) -> (B, 1): grad . f + 1/2 Tr(S S^T hess) from precomputed
     derivatives (differentiable in f and S, hence in the action)."""
     return ((grad * f).sum(-1) + 0.5 * ((S @ S.transpose(-1, -2)) * hess).sum(dim=(-2, -1))).unsqueeze(-1)
+
+
+def hjb_residual(problem, value: Callable, policy: Callable, x: torch.Tensor,
+                 method: str = "forward") -> torch.Tensor:
+    """(B, d) -> (B, 1): rho V(x) - r(x, a) - L^a V(x) with a = policy(x) (book: eq. (hjb)), detached.
+
+    At the optimum, with the greedy action, this vanishes. For a learned pair it measures how far the value
+    is from solving the HJB equation along the policy that is actually used.
+    """
+    problem.check_state(x)
+    with torch.no_grad():
+        a = policy(x)
+    problem.check_action(a, x.shape[0], "policy(x)")
+    x = x.detach().requires_grad_(True)
+    f, S = problem.drift(x.detach(), a), problem.diffusion(x.detach(), a)
+    LV = generator(value, x, f, S, method=method, create_graph=False)
+    with torch.no_grad():
+        res = problem.rho * value(x) - problem.reward(x, a) - LV
+    return res.detach()
+
+
+def hjb_residual_norm(problem, value: Callable, policy: Callable, x: torch.Tensor,
+                      method: str = "forward") -> float:
+    """The root-mean-square HJB residual over ``x``, relative to the size of the equation's terms:
+    RMS(rho V - r - L^a V) / sqrt(RMS(rho V)^2 + RMS(r)^2).
+
+    A dimensionless number: 0.01 means the equation is violated by about 1% of the size of its terms. (The
+    terms r and L^a V can be much larger than rho V and cancel, as in the LQR far from the origin, so
+    dividing by rho V alone would overstate the violation.)
+    """
+    res = hjb_residual(problem, value, policy, x, method)
+    with torch.no_grad():
+        a = policy(x)
+        scale = ((problem.rho * value(x)).pow(2).mean() + problem.reward(x, a).pow(2).mean()).sqrt()
+    return float(res.pow(2).mean().sqrt() / scale.clamp_min(1e-12))

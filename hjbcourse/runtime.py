@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._checks import _check_seed
+
 __all__ = ["default_device", "default_preset", "seed_everything", "make_generator", "progress", "setup", "Setup"]
 
 
@@ -41,9 +43,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(int(seed))
 
 
-def _check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
 
 def make_generator(seed_or_generator: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
@@ -127,3 +126,21 @@ def _forked_rng(seed: int, device):
             with torch.cuda.device(i):
                 torch.cuda.manual_seed(int(seed))
         yield
+
+
+@contextlib.contextmanager
+def _cpu_threads(n: int | None):
+    """Run the block with ``n`` intra-op CPU threads (``None``: leave torch's setting), restoring it after.
+
+    For small tensors (a few thousand points in a few dimensions, an MLP of width 128) thread start-up and
+    contention on a CPU cost more than they save, by an order of magnitude on a busy machine.
+    """
+    old = torch.get_num_threads()
+    if n is None or int(n) == old:
+        yield
+        return
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -16,11 +16,14 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
-from .runtime import make_generator
+from ._checks import as_float64
+from .runtime import make_generator, progress
 
-__all__ = ["simulate", "Simulation", "SDE_SCHEMES", "brownian_increments"]
+__all__ = ["simulate", "Simulation", "SDE_SCHEMES", "brownian_increments", "MonteCarloValue", "monte_carlo_value",
+           "discounted_reward_of_policy"]
 
 SDE_SCHEMES = ("euler", "milstein", "weak2")
 
@@ -63,18 +66,8 @@ def brownian_increments(n_steps: int, batch: int, noise_dim: int, dt: float, gen
     return torch.randn(n_steps, batch, noise_dim, generator=g, dtype=dtype, device=device) * math.sqrt(dt)
 
 
-def simulate(problem, policy: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, T: float, dt: float,
-             scheme: str = "weak2", generator: torch.Generator | int | None = None, dW: torch.Tensor | None = None,
-             record: bool = False) -> Simulation:
-    """Simulate B paths of the closed loop from ``x0`` (B, d) over [0, T] with step ``dt``.
-
-    ``policy`` maps (B, d) to (B, k). Brownian increments come from ``dW`` (N, B, m) when given (to couple
-    schemes or step sizes), otherwise from ``generator`` (a seed or a torch.Generator): the same seed gives
-    the same paths.
-    """
-    if scheme not in SDE_SCHEMES:
-        raise ValueError(f"scheme must be one of {SDE_SCHEMES}, got {scheme!r}")
-    problem.check_state(x0, "x0")
+def _number_of_steps(T, dt) -> int:
+    """N = T / dt, after checking that T and dt are positive numbers, dt <= T, and N an integer."""
     if not (isinstance(T, (int, float)) and T > 0 and math.isfinite(T)):
         raise ValueError(f"T must be a positive number, got {T!r}")
     if not (isinstance(dt, (int, float)) and 0 < dt <= T):
@@ -82,6 +75,11 @@ def simulate(problem, policy: Callable[[torch.Tensor], torch.Tensor], x0: torch.
     n = int(round(T / dt))
     if abs(n * dt - T) > 1e-9 * max(1.0, T):
         raise ValueError(f"T / dt must be an integer, got T={T}, dt={dt}")
+    return n
+
+
+def _increments(problem, x0: torch.Tensor, n: int, dt: float, scheme: str, generator, dW) -> torch.Tensor:
+    """(N, B, m) Brownian increments: ``dW`` checked, or drawn from ``generator``; then the scheme's noise checked."""
     B, m = x0.shape[0], problem.noise_dim
     if dW is None:
         dW = brownian_increments(n, B, m, dt, generator, x0.dtype, x0.device)
@@ -90,54 +88,89 @@ def simulate(problem, policy: Callable[[torch.Tensor], torch.Tensor], x0: torch.
     if scheme == "weak2" and not (problem.additive_noise or m == 1):
         raise ValueError("scheme 'weak2' is implemented for additive noise or a single noise dimension; "
                          "use 'euler' with a small dt for this problem")
-    rho = problem.rho
-    sqdt = math.sqrt(dt)
+    return dW
 
-    def act(x):
-        a = policy(x)
-        problem.check_action(a, x.shape[0], "policy(x)")
-        return a
+
+def _closed_loop(problem, policy: Callable[[torch.Tensor], torch.Tensor]):
+    """x (B, d) -> (a (B, k), f (B, d), S (B, d, m)): the policy's action (checked), the drift and the diffusion."""
 
     def coeffs(x):
-        a = act(x)
+        a = policy(x)
+        problem.check_action(a, x.shape[0], "policy(x)")
         return a, problem.drift(x, a), problem.diffusion(x, a)
 
+    return coeffs
+
+
+def _milstein_step(problem, coeffs, x, f, S, w, dt: float) -> torch.Tensor:
+    """Derivative-free Milstein (Kloeden & Platen, sec. 11.1): Euler plus the Itô correction, for commutative
+    noise; with additive noise the correction vanishes."""
+    x_new = x + f * dt + (S @ w.unsqueeze(-1)).squeeze(-1)
+    if problem.additive_noise:
+        return x_new
+    m, sqdt = problem.noise_dim, math.sqrt(dt)
+    base = x + f * dt
+    corr = 0
+    for j in range(m):
+        _, _, Sj = coeffs(base + S[:, :, j] * sqdt)
+        coef = w * w[:, j:j + 1]
+        coef = coef - dt * torch.nn.functional.one_hot(torch.tensor(j), m).to(w)
+        corr = corr + ((Sj - S) @ coef.unsqueeze(-1)).squeeze(-1)
+    return x_new + corr / (2 * sqdt)
+
+
+def _weak2_step(problem, coeffs, x, f, S, w, dt: float) -> torch.Tensor:
+    """Platen's explicit weak order-2 scheme (Kloeden & Platen, sec. 15.1), for additive noise or one noise
+    dimension."""
+    noise = (S @ w.unsqueeze(-1)).squeeze(-1)
+    x_bar = x + f * dt + noise
+    _, f_bar, _ = coeffs(x_bar)
+    if problem.additive_noise:
+        return x + 0.5 * (f + f_bar) * dt + noise
+    sqdt = math.sqrt(dt)
+    b = S[:, :, 0]                                     # one noise dimension
+    _, _, Sp = coeffs(x + f * dt + b * sqdt)
+    _, _, Sm = coeffs(x + f * dt - b * sqdt)
+    bp, bm = Sp[:, :, 0], Sm[:, :, 0]
+    return (x + 0.5 * (f + f_bar) * dt + 0.25 * (bp + bm + 2 * b) * w
+            + 0.25 * (bp - bm) * (w * w - dt) / sqdt)
+
+
+def _advance(scheme: str, problem, coeffs, x, f, S, w, dt: float) -> torch.Tensor:
+    """One step of ``scheme`` from x (B, d) with drift f, diffusion S at x and the increment w (B, m)."""
+    if scheme == "euler":
+        return x + f * dt + (S @ w.unsqueeze(-1)).squeeze(-1)
+    if scheme == "milstein":
+        return _milstein_step(problem, coeffs, x, f, S, w, dt)
+    return _weak2_step(problem, coeffs, x, f, S, w, dt)
+
+
+def simulate(problem, policy: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, T: float, dt: float,
+             scheme: str = "weak2", generator: torch.Generator | int | None = None, dW: torch.Tensor | None = None,
+             record: bool = False) -> Simulation:
+    """Simulate B paths of the closed loop from ``x0`` (B, d) over [0, T] with step ``dt``.
+
+    ``policy`` maps (B, d) to (B, k). Brownian increments come from ``dW`` (N, B, m) when given (to couple
+    schemes or step sizes), otherwise from ``generator`` (a seed or a torch.Generator): the same seed gives
+    the same paths. The running reward is summed at the left point (``"euler"``) or by the trapezoidal rule.
+    """
+    if scheme not in SDE_SCHEMES:
+        raise ValueError(f"scheme must be one of {SDE_SCHEMES}, got {scheme!r}")
+    problem.check_state(x0, "x0")
+    n = _number_of_steps(T, dt)
+    dW = _increments(problem, x0, n, dt, scheme, generator, dW)
+    rho = problem.rho
+    coeffs = _closed_loop(problem, policy)
     x = x0
     a, f, S = coeffs(x)
-    if scheme == "milstein" and not (problem.additive_noise or m == 1):
-        _check_commutative(coeffs, x, S, m)
+    if scheme == "milstein" and not (problem.additive_noise or problem.noise_dim == 1):
+        _check_commutative(coeffs, x, S, problem.noise_dim)
     r = problem.reward(x, a)
     total = torch.zeros_like(r)
     xs, as_, cums = ([x], [a], [total]) if record else (None, None, None)
     for i in range(n):
-        w = dW[i]                                          # (B, m)
         t0, t1 = i * dt, (i + 1) * dt
-        noise = (S @ w.unsqueeze(-1)).squeeze(-1)
-        if scheme == "euler":
-            x_new = x + f * dt + noise
-        elif scheme == "milstein":
-            x_new = x + f * dt + noise
-            if not problem.additive_noise:
-                base = x + f * dt
-                corr = 0
-                for j in range(m):
-                    _, _, Sj = coeffs(base + S[:, :, j] * sqdt)
-                    coef = w * w[:, j:j + 1]
-                    coef = coef - dt * torch.nn.functional.one_hot(torch.tensor(j), m).to(w)
-                    corr = corr + ((Sj - S) @ coef.unsqueeze(-1)).squeeze(-1)
-                x_new = x_new + corr / (2 * sqdt)
-        else:  # weak2
-            x_bar = x + f * dt + noise
-            _, f_bar, _ = coeffs(x_bar)
-            if problem.additive_noise:
-                x_new = x + 0.5 * (f + f_bar) * dt + noise
-            else:  # one noise dimension: b = S[:, :, 0]
-                b = S[:, :, 0]
-                _, _, Sp = coeffs(x + f * dt + b * sqdt)
-                _, _, Sm = coeffs(x + f * dt - b * sqdt)
-                bp, bm = Sp[:, :, 0], Sm[:, :, 0]
-                x_new = (x + 0.5 * (f + f_bar) * dt + 0.25 * (bp + bm + 2 * b) * w
-                         + 0.25 * (bp - bm) * (w * w - dt) / sqdt)
+        x_new = _advance(scheme, problem, coeffs, x, f, S, dW[i], dt)
         a_new, f_new, S_new = coeffs(x_new)
         r_new = problem.reward(x_new, a_new)
         if scheme == "euler":
@@ -153,3 +186,97 @@ def simulate(problem, policy: Callable[[torch.Tensor], torch.Tensor], x0: torch.
     if record:
         return Simulation(t=t, x_T=x, reward=total, x=torch.stack(xs), a=torch.stack(as_), cum_reward=torch.stack(cums))
     return Simulation(t=t, x_T=x, reward=total)
+
+
+_CHUNK = 16384
+
+
+@dataclass(frozen=True)
+class MonteCarloValue:
+    """A Monte Carlo estimate of a policy's value: ``mean`` (float) with standard error ``stderr``;
+    ``times`` (n_steps + 1,), and the first ``paths.shape[0]`` state paths (n_keep, n_steps + 1, d)."""
+
+    mean: float
+    stderr: float
+    n_paths: int
+    n_steps: int
+    times: np.ndarray
+    paths: np.ndarray
+
+
+def monte_carlo_value(problem, policy, x0, n_paths: int = 20000, n_steps: int = 200,
+                      generator: torch.Generator | int | None = 0, scheme: str = "heun", keep_paths: int = 0,
+                      dtype=torch.float64, device="cpu", show_progress: bool = False) -> MonteCarloValue:
+    """Estimate E[int_0^T e^{-rho s} r ds + e^{-rho T} g(X_T) | X_0 = x0] under ``policy(t, x)`` by simulation.
+
+    ``policy``: (float, (B, d)) -> (B, k); ``x0``: (d,). ``scheme``: ``"euler"`` (Euler–Maruyama, weak order 1)
+    or ``"heun"`` (predictor–corrector in the drift with the noise at the left point: weak order 2 when the noise
+    is additive, as for the LQR); the running reward is integrated by the trapezoidal rule with the same
+    predictor. The estimate carries a time-step bias besides its ``stderr``: compare two ``n_steps``.
+    """
+    if scheme not in ("euler", "heun"):
+        raise ValueError(f"scheme must be 'euler' or 'heun', got {scheme!r}")
+    for name, v in (("n_paths", n_paths), ("n_steps", n_steps)):
+        if not isinstance(v, (int, np.integer)) or v < 2:
+            raise ValueError(f"{name} must be an integer >= 2, got {v!r}")
+    x0 = as_float64("x0", x0).reshape(-1)
+    if x0.numel() != problem.state_dim:
+        raise ValueError(f"x0 must have {problem.state_dim} entries, got {x0.numel()}")
+    g = make_generator(generator, device)
+    dt = problem.T / n_steps
+    disc = lambda s: math.exp(-problem.rho * s)  # noqa: E731
+    # simulate in chunks: tensors under torch's parallel grain size stay single-threaded, which is much faster
+    # for these small element-wise steps on a busy CPU; the chunk size is fixed, so a seed gives fixed numbers
+    chunks, kept = [], []
+    starts = range(0, n_paths, _CHUNK)
+    bar = progress(total=n_steps * len(starts), desc="Monte Carlo", enabled=show_progress)
+    for s0 in starts:
+        nb = min(_CHUNK, n_paths - s0)
+        x = x0.to(dtype=dtype, device=device).expand(nb, -1).clone()
+        total = torch.zeros(nb, 1, dtype=dtype, device=device)
+        keep = max(0, min(keep_paths - s0, nb))
+        path = [x[:keep].cpu().numpy()] if keep else []
+        for i in range(n_steps):
+            t = i * dt
+            a = policy(t, x)
+            f = problem.drift(t, x, a)
+            S = problem.diffusion(t, x, a)
+            dW = torch.randn(nb, S.shape[-1], 1, generator=g, dtype=dtype, device=device) * math.sqrt(dt)
+            noise = (S @ dW).squeeze(-1)
+            r0 = problem.reward(t, x, a)
+            x_pred = x + f * dt + noise
+            if scheme == "euler":
+                total = total + disc(t) * r0 * dt
+                x = x_pred
+            else:
+                a1 = policy(t + dt, x_pred)
+                f1 = problem.drift(t + dt, x_pred, a1)
+                r1 = problem.reward(t + dt, x_pred, a1)
+                total = total + 0.5 * (disc(t) * r0 + disc(t + dt) * r1) * dt
+                x = x + 0.5 * (f + f1) * dt + noise
+            if keep:
+                path.append(x[:keep].cpu().numpy())
+            if show_progress:
+                bar.update(1)
+        chunks.append(total + disc(problem.T) * problem.terminal_reward(x))
+        if keep:
+            kept.append(np.stack(path, axis=1))
+    if show_progress:
+        bar.close()
+    vals = torch.cat(chunks).squeeze(-1).double()
+    if not bool(torch.isfinite(vals).all()):
+        raise ValueError("the simulation diverged (NaN or inf): reduce the time step (n_steps)")
+    paths = np.concatenate(kept) if kept else np.zeros((0, n_steps + 1, problem.state_dim))
+    return MonteCarloValue(mean=float(vals.mean()), stderr=float(vals.std() / math.sqrt(n_paths)),
+                           n_paths=int(n_paths), n_steps=int(n_steps), times=np.linspace(0.0, problem.T, n_steps + 1),
+                           paths=paths)
+
+
+def discounted_reward_of_policy(problem, policy: Callable, x0: torch.Tensor, T: float, dt: float = 0.01,
+                                scheme: str = "weak2", generator=None, dW=None) -> Simulation:
+    """Simulate the closed loop of ``policy`` from ``x0`` (B, d) and record the paths: a :class:`Simulation`
+    with ``x`` (N+1, B, d), ``a`` and the cumulative discounted reward ``cum_reward`` (N+1, B, 1).
+
+    Pass the same ``dW`` (or seed) to compare two policies on the same noise."""
+    with torch.no_grad():
+        return simulate(problem, policy, x0, T, dt, scheme=scheme, generator=generator, dW=dW, record=True)

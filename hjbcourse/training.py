@@ -1,4 +1,5 @@
-"""Machinery every solver shares: configs with presets, diagnostics history, a NaN guard, checkpoints.
+"""Machinery every solver shares: configs with presets, diagnostics history and a NaN guard (checkpoints are in
+:mod:`hjbcourse.checkpoint`, the run loop in :mod:`hjbcourse.solvers.base`).
 
 Solvers subclass :class:`SolverConfig` (a frozen dataclass) and declare their presets in ``PRESETS``;
 they record one row of diagnostics per iteration in a :class:`History` and call :func:`check_finite` on
@@ -9,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["SolverConfig", "History", "DivergenceError", "check_finite", "save_checkpoint", "load_checkpoint"]
+__all__ = ["SolverConfig", "History", "DivergenceError", "check_finite"]
 
 
 @dataclass(frozen=True)
@@ -147,16 +147,3 @@ def check_finite(value: torch.Tensor | float, name: str, iteration: int) -> None
             f"{name} became {float(v.flatten()[i])}{where} at iteration {iteration}; "
             "lower the learning rate or the time step, or check the problem's parameters"
         )
-
-
-def save_checkpoint(path: str | Path, **state) -> Path:
-    """Save state dicts and plain values (numbers, strings, lists, dicts of them) to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load what :func:`save_checkpoint` wrote, with ``weights_only=True`` (no arbitrary code is unpickled)."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)

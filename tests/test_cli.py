@@ -40,3 +40,12 @@ def test_module_entry_point_prints_help():
     out = subprocess.run([sys.executable, "-m", "hjbcourse", "solve", "--help"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "--preset" in out.stdout and "--iterations" not in out.stdout
+
+
+def test_the_cli_solves_the_course_problems():
+    from hjbcourse import course
+
+    assert cli.CHAPTER_PROBLEMS is course.CHAPTER_PROBLEMS
+    assert course.chapter_problem("merton").exact().pi == pytest.approx(0.625)
+    with pytest.raises(ValueError, match="problem"):
+        course.chapter_problem("heston")

@@ -109,7 +109,7 @@ def test_package_generator_agrees_with_sympy():
     x = torch.tensor(xs, dtype=torch.float64).unsqueeze(1)
     ft = torch.tensor([[fn(v, a)] for v in xs], dtype=torch.float64)
     St = torch.tensor([[[Sn(v, a)]] for v in xs], dtype=torch.float64)
-    got = hjb.generator(lambda z: torch.exp(-z ** 2) * torch.sin(2 * z), x, ft, St, method="autograd",
+    got = hjb.apply_generator(lambda z: torch.exp(-z ** 2) * torch.sin(2 * z), x, ft, St, method="autograd",
                         create_graph=False)
     want = [float(m.generator(phi).subs({m.x: v, m.a: a})) for v in xs]
     assert np.allclose(got.squeeze(1).numpy(), want, rtol=1e-12, atol=1e-12)

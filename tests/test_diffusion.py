@@ -61,11 +61,11 @@ def test_bad_inputs_raise_value_errors_naming_the_parameter():
         gm.sample(0)
     prob = hjb.DiffusionControl(gm, sde)
     with pytest.raises(ValueError, match="n_paths"):
-        prob.estimate_cost(prob.optimal_control, [0.0, 0.0], n_paths=1)
+        prob.estimate_cost(prob.optimal_control, 0.0, [0.0, 0.0], n_paths=1)
     with pytest.raises(ValueError, match="control"):
-        prob.estimate_cost(lambda x, t: x[:, :1], [0.0, 0.0], n_paths=4, n_steps=2)
+        prob.estimate_cost(lambda t, x: x[:, :1], 0.0, [0.0, 0.0], n_paths=4, n_steps=2)
     with pytest.raises(ValueError, match="scheme"):
-        hjb.simulate_reverse(sde, hjb.zero_control, torch.zeros(3, 2), scheme="rk4")
+        hjb.diffusion.simulate_reverse(sde, hjb.zero_control, torch.zeros(3, 2), scheme="rk4")
     with pytest.raises(ValueError, match="p"):
         hjb.wasserstein_distance(torch.zeros(3, 2), torch.zeros(3, 2), p=3)
     with pytest.raises(ValueError, match="iterations"):
@@ -154,7 +154,7 @@ def test_marginal_matches_monte_carlo_of_the_forward_sde():
 
 # ---------------------------------------------------------------------------------------------- control problem
 def test_value_solves_the_hjb():
-    """V(x, t) = -log p_{T-t}(x) satisfies -V_t = -div mu + mu.grad V - 1/2 |Sigma grad V|^2 + 1/2 Sigma^2 Lap V
+    """V(t, x) = -log p_{T-t}(x) satisfies -V_t = -div mu + mu.grad V - 1/2 |Sigma grad V|^2 + 1/2 Sigma^2 Lap V
     (V_t by a central difference, derivatives in x by autograd, float64)."""
     gm = random_mixture(K=3, d=2, seed=8)
     sde = hjb.VPSDE()
@@ -162,17 +162,17 @@ def test_value_solves_the_hjb():
     x = torch.randn(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(9)).requires_grad_(True)
     for t in (0.1, 0.5, 0.9):
         h = 1e-5
-        Vt = (prob.value(x, t + h) - prob.value(x, t - h)).detach() / (2 * h)
-        V = prob.value(x, t)
+        Vt = (prob.value(t + h, x) - prob.value(t - h, x)).detach() / (2 * h)
+        V = prob.value(t, x)
         (gV,) = torch.autograd.grad(V.sum(), x, create_graph=True)
         lap = sum(torch.autograd.grad(gV[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(2))[:, None]
         S2 = sde.reverse_diffusion(t) ** 2
-        mu = sde.reverse_drift(x, t)
+        mu = sde.reverse_drift(t, x)
         rhs = (-sde.reverse_drift_divergence(t, 2) + (mu * gV).sum(1, keepdim=True)
                - 0.5 * S2 * (gV * gV).sum(1, keepdim=True) + 0.5 * S2 * lap)
         torch.testing.assert_close(-Vt, rhs.detach(), rtol=1e-6, atol=1e-6)
         # and the optimal control is -Sigma grad V
-        torch.testing.assert_close(prob.optimal_control(x.detach(), t), -sde.reverse_diffusion(t) * gV.detach())
+        torch.testing.assert_close(prob.optimal_control(t, x.detach()), -sde.reverse_diffusion(t) * gV.detach())
 
 
 def test_exact_control_samples_the_data():
@@ -193,17 +193,17 @@ def test_verification_identity_holds_within_monte_carlo_error():
     prob = hjb.DiffusionControl(gm, hjb.VPSDE())
     x = [0.3, -0.2]
     g = torch.Generator().manual_seed(12)
-    ex = prob.estimate_cost(prob.optimal_control, x, n_paths=1000, n_steps=200, generator=g)
+    ex = prob.estimate_cost(prob.optimal_control, 0.0, x, n_paths=1000, n_steps=200, generator=g)
     assert ex.gap == 0.0
     assert abs(ex.J - ex.V) < 3 * ex.J_se, ex
     shift = torch.tensor([2.0, 0.0], dtype=torch.float64)
-    pert = prob.estimate_cost(lambda y, t: prob.optimal_control(y, t) + shift, x, n_paths=1000, n_steps=200,
+    pert = prob.estimate_cost(lambda t, y: prob.optimal_control(t, y) + shift, 0.0, x, n_paths=1000, n_steps=200,
                               generator=g)
     assert abs(pert.gap - 2.0) < 1e-12  # 1/2 |shift|^2 T, exactly
     assert abs(pert.residual) < 3 * pert.residual_se, pert
     assert pert.excess > 3 * pert.J_se  # and the cost did go up
     # a scaled control: the gap is random, the identity still holds
-    sc = prob.estimate_cost(lambda y, t: 0.7 * prob.optimal_control(y, t), x, n_paths=1000, n_steps=200,
+    sc = prob.estimate_cost(lambda t, y: 0.7 * prob.optimal_control(t, y), 0.0, x, n_paths=1000, n_steps=200,
                             generator=g)
     assert abs(sc.residual) < 3 * sc.residual_se, sc
 
@@ -212,7 +212,7 @@ def test_heun_step_bias_is_small():
     """Halving the step of the Heun scheme (coupled paths) moves J by less than 0.03 at 200 steps."""
     gm = hjb.GaussianMixture.example()
     prob = hjb.DiffusionControl(gm, hjb.VPSDE())
-    b = prob.step_bias(lambda y, t: 0.8 * prob.optimal_control(y, t), [0.3, -0.2], n_paths=1000, n_steps=200,
+    b = prob.step_bias(lambda t, y: 0.8 * prob.optimal_control(t, y), 0.0, [0.3, -0.2], n_paths=1000, n_steps=200,
                        generator=13)
     assert abs(b["dJ"]) < 0.03 + 3 * b["dJ_se"], b
 
@@ -223,9 +223,9 @@ def test_step_bias_and_paths_stay_on_the_mixture_device(device):
     mixture crashed on CPU-made weights); on the CPU the same generator gives the same numbers."""
     prob = hjb.DiffusionControl(hjb.GaussianMixture.example(device=device), hjb.VPSDE())
     kw = dict(n_paths=50, n_steps=10, generator=0)
-    b = prob.step_bias(prob.optimal_control, [0.3, -0.2], **kw)
-    assert all(math.isfinite(v) for v in b.values()) and b == prob.step_bias(prob.optimal_control, [0.3, -0.2], **kw)
-    res = hjb.simulate_reverse(prob.sde, prob.optimal_control, prob.initial_sample(8, generator=1), n_steps=5,
+    b = prob.step_bias(prob.optimal_control, 0.0, [0.3, -0.2], **kw)
+    assert all(math.isfinite(v) for v in b.values()) and b == prob.step_bias(prob.optimal_control, 0.0, [0.3, -0.2], **kw)
+    res = hjb.diffusion.simulate_reverse(prob.sde, prob.optimal_control, prob.initial_sample(8, generator=1), n_steps=5,
                                generator=2, keep_path=True)
     assert res.times.device == res.x.device and res.path.shape == (6, 8, 2)
 
@@ -233,8 +233,8 @@ def test_step_bias_and_paths_stay_on_the_mixture_device(device):
 def test_same_seed_same_numbers():
     gm = hjb.GaussianMixture.example()
     prob = hjb.DiffusionControl(gm, hjb.VPSDE())
-    a = prob.estimate_cost(prob.optimal_control, [0.0, 0.0], n_paths=64, n_steps=20, generator=5)
-    b = prob.estimate_cost(prob.optimal_control, [0.0, 0.0], n_paths=64, n_steps=20, generator=5)
+    a = prob.estimate_cost(prob.optimal_control, 0.0, [0.0, 0.0], n_paths=64, n_steps=20, generator=5)
+    b = prob.estimate_cost(prob.optimal_control, 0.0, [0.0, 0.0], n_paths=64, n_steps=20, generator=5)
     assert a == b
 
 
@@ -245,20 +245,20 @@ def test_score_matching_learns_and_is_reproducible(device):
     sde = hjb.VPSDE()
     cfg = hjb.ScoreMatchingConfig.preset("quick", seed=0, device=device, iterations=300, batch_size=256,
                                          hidden=32, progress=False, eval_every=150, eval_samples=500, ema=0.9)
-    m1 = hjb.ScoreMatching(gm, sde, cfg).solve()
-    m2 = hjb.ScoreMatching(gm, sde, cfg).solve()
+    m1 = hjb.ScoreMatching(gm, cfg, sde=sde).solve()
+    m2 = hjb.ScoreMatching(gm, cfg, sde=sde).solve()
     assert m1.history["loss"] == m2.history["loss"]
     assert {"loss", "loss_avg", "lr", "score_error_max", "score_error_mean"} <= set(m1.history.keys)
     # one step leaves the network far from the score; 300 steps bring it much closer
-    m0 = hjb.ScoreMatching(gm, sde, cfg.replace(iterations=1)).solve()
+    m0 = hjb.ScoreMatching(gm, cfg.replace(iterations=1), sde=sde).solve()
     assert m1.history.last("score_error_mean") < 0.5 * m0.history.last("score_error_mean")
     x = gm.sample(8, generator=0)
-    u = m1.control(x, 0.5)
+    u = m1.control(0.5, x)
     assert u.shape == (8, 2) and torch.isfinite(u).all()
     xs = m1.sample(16, n_steps=20, generator=1)
     assert xs.shape == (16, 2) and torch.isfinite(xs).all()
-    with pytest.raises(ValueError, match="s"):
-        m1.score(x, 0.0)
+    with pytest.raises(ValueError, match="t"):
+        m1.score(0.0, x)
 
 
 def test_solvers_leave_the_global_rng_alone():
@@ -271,12 +271,12 @@ def test_solvers_leave_the_global_rng_alone():
     x = torch.randn(5, 2, dtype=torch.float64)
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    m1, m2 = (hjb.ScoreMatching(gm, hjb.VPSDE(), cfg).solve() for _ in range(2))
-    u1, u2 = (hjb.example_controls(prob, seed=3)["network"](x, 0.3) for _ in range(2))
+    m1, m2 = (hjb.ScoreMatching(gm, cfg, sde=hjb.VPSDE()).solve() for _ in range(2))
+    u1, u2 = (hjb.example_controls(prob, seed=3)["network"](0.3, x) for _ in range(2))
     assert torch.equal(torch.get_rng_state(), before)
     assert m1.history["loss"] == m2.history["loss"]
     assert all(torch.equal(p, q) for p, q in zip(m1.net.parameters(), m2.net.parameters()))
-    assert torch.equal(u1, u2) and not torch.equal(u1, hjb.example_controls(prob, seed=4)["network"](x, 0.3))
+    assert torch.equal(u1, u2) and not torch.equal(u1, hjb.example_controls(prob, seed=4)["network"](0.3, x))
     with pytest.raises(ValueError, match="^seed"):
         hjb.example_controls(prob, seed=-1)
 
@@ -284,37 +284,69 @@ def test_solvers_leave_the_global_rng_alone():
 def test_score_checks_tensor_times_as_it_checks_numbers():
     """A tensor of times is held to the same rule as a number: every time in (0, T], one per row of x."""
     sde = hjb.VPSDE()
-    model = hjb.ScoreModel(hjb.ScoreNet(2, sde, hidden=8, depth=1), sde)
+    model = hjb.diffusion.ScoreModel(hjb.diffusion.ScoreNet(2, sde, hidden=8, depth=1), sde)
     x = torch.randn(4, 2)
-    good = model.score(x, torch.full((4,), 0.5))
-    assert good.shape == (4, 2) and torch.allclose(good, model.score(x, 0.5))
+    good = model.score(torch.full((4,), 0.5), x)
+    assert good.shape == (4, 2) and torch.allclose(good, model.score(0.5, x))
     for bad in (torch.zeros(4), torch.tensor([0.5, 0.5, 0.0, 0.5]), torch.full((4,), 1.5),
                 torch.full((4,), math.nan)):
-        with pytest.raises(ValueError, match=r"^s must lie in \(0, T"):
-            model.score(x, bad)
-    with pytest.raises(ValueError, match="^s must be a number or hold one time per row"):
-        model.score(x, torch.full((3,), 0.5))
+        with pytest.raises(ValueError, match=r"^t must lie in \(0, T"):
+            model.score(bad, x)
+    with pytest.raises(ValueError, match="^t must be a number or hold one time per row"):
+        model.score(torch.full((3,), 0.5), x)
     with pytest.raises(ValueError, match="^x must have shape"):
-        model.score(torch.randn(4, 3), 0.5)
+        model.score(0.5, torch.randn(4, 3))
 
 
 def test_score_matching_on_a_point_cloud_and_divergence():
     pts = hjb.GaussianMixture.example(dtype=torch.float32).sample(500, generator=0)
     cfg = hjb.ScoreMatchingConfig.preset("quick", iterations=20, batch_size=64, hidden=16, progress=False)
-    m = hjb.ScoreMatching(pts, hjb.VPSDE(), cfg).solve()
+    m = hjb.ScoreMatching(pts, cfg, sde=hjb.VPSDE()).solve()
     assert "score_error_max" not in m.history  # no exact score to compare with
     bad = cfg.replace(lr=1e30)  # Adam's first steps are of size lr: the float32 activations overflow
     with pytest.raises(hjb.DivergenceError, match="iteration"):
-        hjb.ScoreMatching(pts, hjb.VPSDE(), bad.replace(iterations=50)).solve()
+        hjb.ScoreMatching(pts, bad.replace(iterations=50), sde=hjb.VPSDE()).solve()
+
+
+def test_score_matching_resumed_from_a_checkpoint_repeats_an_uninterrupted_run(tmp_path):
+    """Networks, EMA, optimiser, schedule, running loss and the three random streams are in the checkpoint: a run
+    saved after 7 steps and loaded again ends with the same history and weights as one run of 12 steps."""
+    gm = hjb.GaussianMixture.example(dtype=torch.float32)
+    cfg = hjb.ScoreMatchingConfig.preset("quick", seed=3, iterations=12, batch_size=32, hidden=8, progress=False,
+                                         eval_every=5, eval_samples=50)
+    whole = hjb.ScoreMatching(gm, cfg).solve()
+    solver = hjb.ScoreMatching(gm, cfg)
+    for _ in range(7):
+        row = solver.step()
+    assert row["iteration"] == 7 and solver.iteration == 7
+    solver.save(tmp_path / "sm.pt")
+    resumed = hjb.ScoreMatching.load(tmp_path / "sm.pt", gm).solve()
+    assert resumed.history["loss"] == whole.history["loss"]
+    assert resumed.history["score_error_max"][4::5] == whole.history["score_error_max"][4::5]
+    assert all(torch.equal(p, q) for p, q in zip(resumed.net.parameters(), whole.net.parameters()))
+    assert resumed.seconds > 0 and len(resumed.history) == 12
+    with pytest.raises(ValueError, match="sde="):
+        hjb.ScoreMatching.load(tmp_path / "sm.pt", gm, sde=hjb.VPSDE(beta_max=10.0))
+
+
+def test_score_matching_takes_a_diffusion_control_problem():
+    """A DiffusionControl brings its data and its SDE: the same run as the mixture with that SDE."""
+    gm, sde = hjb.GaussianMixture.example(dtype=torch.float32), hjb.VPSDE(beta_max=15.0)
+    cfg = hjb.ScoreMatchingConfig.preset("quick", iterations=3, batch_size=16, hidden=8, progress=False)
+    a = hjb.ScoreMatching(hjb.DiffusionControl(gm, sde), cfg).solve()
+    b = hjb.ScoreMatching(gm, cfg, sde=sde).solve()
+    assert a.history["loss"] == b.history["loss"] and a.sde is sde
+    with pytest.raises(ValueError, match="^sde must be the problem's own"):
+        hjb.ScoreMatching(hjb.DiffusionControl(gm, sde), cfg, sde=hjb.VPSDE())
 
 
 def test_score_error_is_zero_for_the_exact_score_and_one_for_zero():
     gm = hjb.GaussianMixture.example()
     sde = hjb.VPSDE()
-    exact = lambda x, s: gm.marginal(sde, s).score(x)  # noqa: E731
+    exact = lambda t, x: gm.marginal(sde, t).score(x)  # noqa: E731
     e = hjb.score_error(exact, gm, sde, [0.1, 0.5, 1.0], n=500, generator=0)
     assert float(e.max()) < 1e-12
-    e0 = hjb.score_error(lambda x, s: torch.zeros_like(x), gm, sde, [0.1, 0.5], n=500, generator=0)
+    e0 = hjb.score_error(lambda t, x: torch.zeros_like(x), gm, sde, [0.1, 0.5], n=500, generator=0)
     torch.testing.assert_close(e0, torch.ones(2, dtype=e0.dtype))
 
 
@@ -365,7 +397,7 @@ def test_symbolic_hjb_agrees_with_the_numerical_one():
     t0 = 0.4
     h = 1e-5
     xs = torch.linspace(-2, 2, 7, dtype=torch.float64)[:, None]
-    Vt = (prob.value(xs, t0 + h) - prob.value(xs, t0 - h)) / (2 * h)
+    Vt = (prob.value(t0 + h, xs) - prob.value(t0 - h, xs)) / (2 * h)
     law = prob.law(t0)
     Vx = sp.Symbol("Vx")
     expr = r.hjb.subs({sp.Derivative(r.V, (x, 2)): sp.Symbol("Vxx"), sp.Derivative(r.V, x): Vx})
@@ -373,7 +405,7 @@ def test_symbolic_hjb_agrees_with_the_numerical_one():
                       r.Sigma[0, 0]: sp.Symbol("S")})
     f = sp.lambdify([sp.Symbol(n) for n in ("Vx", "Vxx", "dmu", "mu", "S")], expr)
     xg = xs.clone().requires_grad_(True)
-    (g1,) = torch.autograd.grad(prob.value(xg, t0).sum(), xg, create_graph=True)
+    (g1,) = torch.autograd.grad(prob.value(t0, xg).sum(), xg, create_graph=True)
     (g2,) = torch.autograd.grad(g1.sum(), xg)
     b = sde.beta(sde.T - t0)
     rhs = f(g1.detach(), g2, 0.5 * b, 0.5 * b * xs, math.sqrt(b))

@@ -52,7 +52,7 @@ def test_policy_iteration_improves_monotonically(mdp):
 
 def test_policy_evaluation_is_the_discounted_sum(mdp):
     policy = torch.arange(mdp.n_states) % mdp.n_actions
-    V = hjb.mdp_policy_evaluation(mdp, policy)
+    V = hjb.discrete.mdp_policy_evaluation(mdp, policy)
     idx = torch.arange(mdp.n_states)
     P_pi, R_pi = mdp.P[idx, policy], mdp.R[idx, policy]
     total, M = torch.zeros_like(R_pi), torch.eye(mdp.n_states, dtype=torch.float64)
@@ -72,7 +72,7 @@ def test_mdp_bad_inputs_name_the_parameter():
     with pytest.raises(ValueError, match="^R must"):
         hjb.FiniteMDP(P, torch.zeros(3, 1), 0.9)
     with pytest.raises(ValueError, match="policy"):
-        hjb.mdp_policy_evaluation(hjb.FiniteMDP(P, R, 0.9), torch.tensor([0, 1]))
+        hjb.discrete.mdp_policy_evaluation(hjb.FiniteMDP(P, R, 0.9), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="branching"):
         hjb.random_mdp(n_states=2, branching=3)
     mdp = hjb.FiniteMDP(P, R, 0.9)
@@ -98,7 +98,7 @@ def test_discrete_riccati_residual_and_bellman_equation(lqr):
     """Check the DARE solution directly in the Bellman equation, maximising over a numerically."""
     h = 0.1
     sol = hjb.solve_discrete_lqr(lqr, h)
-    assert np.abs(hjb.discrete_riccati_residual(lqr, h, sol.P.numpy())).max() < 1e-12
+    assert np.abs(hjb.discrete.discrete_riccati_residual(lqr, h, sol.P.numpy())).max() < 1e-12
     alpha, beta, q, r_a, sigma = -0.5, 1.0, 1.0, 0.1, 0.3
     gamma = math.exp(-lqr.rho * h)
     P, c = float(sol.P), sol.c

@@ -8,6 +8,7 @@ import torch
 
 import hjbcourse as hjb
 from hjbcourse.problems import ControlProblem
+from hjbcourse.solvers.finite_difference import FiniteDifferenceConfig, fit_quadratic_value
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 INNER = torch.linspace(-2.0, 2.0, 401, dtype=torch.float64).unsqueeze(1)
@@ -26,7 +27,7 @@ def lqr_hybrid(lqr):
 def test_lqr_riccati_constant_within_0_1_percent(lqr, lqr_hybrid):
     ex = lqr.exact()
     assert abs(float(ex.P) - 0.2659750769) < 1e-9
-    P, c = hjb.fit_quadratic_value(lqr_hybrid, (-2.0, 2.0))
+    P, c = fit_quadratic_value(lqr_hybrid, (-2.0, 2.0))
     assert abs(P - float(ex.P)) / float(ex.P) < 1e-3, P
     assert abs(c - ex.c) / ex.c < 1e-3, c
     assert lqr_hybrid.converged and lqr_hybrid.residual < 1e-8
@@ -42,7 +43,7 @@ def test_lqr_upwind_first_order(lqr):
     for n in ns:
         sol = hjb.FiniteDifferenceSolver(lqr, domain=(-4.0, 4.0), n=n).solve()
         errs.append((sol.value(INNER) - ex.value(INNER)).abs().max().item())
-        perrs.append(abs(hjb.fit_quadratic_value(sol)[0] - float(ex.P)))
+        perrs.append(abs(fit_quadratic_value(sol)[0] - float(ex.P)))
     dx = [8.0 / (n - 1) for n in ns]
     order = hjb.convergence_order(dx, errs)
     assert 0.9 < order < 1.1, (order, errs)
@@ -244,3 +245,59 @@ class _NanReward(_ReflectedDiffusion):
 def test_nan_values_raise_divergence_error_naming_the_iteration():
     with pytest.raises(hjb.DivergenceError, match="iteration 1"):
         hjb.FiniteDifferenceSolver(_NanReward(), n=51, multilevel=False).solve()
+
+
+def test_config_presets_and_keyword_overrides(lqr):
+    """The settings are a FiniteDifferenceConfig; keywords override its fields (max_iter is iterations)."""
+    cfg = FiniteDifferenceConfig.preset("quick")
+    assert (cfg.n, cfg.iterations, cfg.tol, cfg.scheme, cfg.progress) == (2001, 200, 1e-10, "upwind", False)
+    assert FiniteDifferenceConfig.preset("full").n > cfg.n
+    a = hjb.FiniteDifferenceSolver(lqr, domain=(-4.0, 4.0), n=201, scheme="hybrid", max_iter=50).solve()
+    b = hjb.FiniteDifferenceSolver(lqr, cfg.replace(n=201, scheme="hybrid", iterations=50), domain=(-4.0, 4.0)).solve()
+    assert torch.equal(a.V, b.V) and torch.equal(a.a, b.a) and a.iterations == b.iterations
+    s = hjb.FiniteDifferenceSolver(lqr, cfg, n=101, max_iter=7)
+    assert s.config.n == 101 and s.config.iterations == 7 and cfg.n == 2001
+
+
+def test_config_refuses_bad_values(lqr):
+    for kw, match in ((dict(n=2), "^n must"), (dict(iterations=0), "^iterations must"), (dict(coarsest=2), "^coarsest"),
+                      (dict(refinements=-1), "^refinements"), (dict(multilevel="yes"), "^multilevel"),
+                      (dict(dtype="float32"), "^dtype"), (dict(search_box=(1.0, -1.0)), "^search_box"),
+                      (dict(search_box=(0.0,)), "^search_box"), (dict(scheme="central"), "^scheme")):
+        with pytest.raises(ValueError, match=match):
+            FiniteDifferenceConfig(**kw)
+    with pytest.raises(ValueError, match="^max_iter must"):
+        hjb.FiniteDifferenceSolver(lqr, max_iter=0)
+    with pytest.raises(ValueError, match="not both"):
+        hjb.FiniteDifferenceSolver(lqr, max_iter=3, iterations=3)
+    with pytest.raises(ValueError, match=r"domain=\(lo, hi\)"):
+        hjb.FiniteDifferenceSolver(lqr, (-1.0, 1.0))
+    with pytest.raises(TypeError, match="nodes"):
+        hjb.FiniteDifferenceSolver(lqr, nodes=11)
+    with pytest.raises(ValueError, match="length-1"):
+        hjb.FiniteDifferenceSolver(lqr, search_box=([0.0, 0.0], [1.0, 1.0]))
+
+
+def test_steps_and_checkpoints_resume_exactly(lqr, tmp_path):
+    """step() is one policy-iteration step on the finest grid (the first also solves the coarse grids); a run
+    saved after two steps and loaded (the grid comes with the checkpoint) ends where an uninterrupted one does."""
+    kw = dict(domain=(-4.0, 4.0), n=401, scheme="hybrid")
+    full = hjb.FiniteDifferenceSolver(lqr, **kw).solve()
+    s = hjb.FiniteDifferenceSolver(lqr, **kw)
+    rows = [s.step(), s.step()]
+    assert s.iteration == 2 and [r["iteration"] for r in rows] == [1, 2] and len(s.history) == 2
+    t = hjb.FiniteDifferenceSolver.load(s.save(tmp_path / "fd.pt"), lqr)
+    assert t.config == s.config and torch.equal(t.x, s.x) and t.iteration == 2
+    rest = t.solve()
+    assert torch.equal(rest.V, full.V) and torch.equal(rest.a, full.a) and rest.iterations == full.iterations
+    assert rest.history["change"] == full.history["change"] and rest.info == full.info
+    # a callable boundary value is not kept in a checkpoint: give it again
+    p = _ReflectedDiffusion()
+    g = lambda x: p.exact_value(x)  # noqa: E731
+    c = hjb.FiniteDifferenceSolver(p, n=201, boundary=(g, "reflecting"))
+    c.step()
+    path = c.save(tmp_path / "callable.pt")
+    with pytest.raises(ValueError, match="callable"):
+        hjb.FiniteDifferenceSolver.load(path, p)
+    done = hjb.FiniteDifferenceSolver.load(path, p, boundary=(g, "reflecting")).solve()
+    assert torch.equal(done.V, hjb.FiniteDifferenceSolver(p, n=201, boundary=(g, "reflecting")).solve().V)

@@ -60,7 +60,7 @@ def by_hand(grad, hess, x, f, S):
 def test_exact_methods_match_hand_derivatives(fn, method, device):
     V, grad, hess = fn(device)
     x, f, S = data(device=device)
-    out = hjb.generator(V, x, f, S, method=method)
+    out = hjb.apply_generator(V, x, f, S, method=method)
     assert out.shape == (B, 1)
     assert torch.allclose(out, by_hand(grad, hess, x, f, S), atol=1e-10, rtol=1e-10)
 
@@ -71,12 +71,12 @@ def test_each_term_separately(fn, device):
     V, grad, hess = fn(device)
     x, f, S = data(device=device)
     for method in ("autograd", "forward", "hutchinson"):
-        drift_only = hjb.generator(V, x, f, torch.zeros_like(S), method=method, generator=0)
+        drift_only = hjb.apply_generator(V, x, f, torch.zeros_like(S), method=method, generator=0)
         assert torch.allclose(drift_only.squeeze(-1), (grad(x) * f).sum(-1), atol=1e-10)
     e1 = torch.zeros(B, D, 1, dtype=torch.float64, device=device)
     e1[:, 0, 0] = 1.0
     for method in ("autograd", "forward", "hutchinson"):   # one column: Hutchinson is exact (z^2 = 1)
-        diff_only = hjb.generator(V, x, torch.zeros_like(f), e1, method=method, generator=0)
+        diff_only = hjb.apply_generator(V, x, torch.zeros_like(f), e1, method=method, generator=0)
         assert torch.allclose(diff_only.squeeze(-1), 0.5 * hess(x)[:, 0, 0], atol=1e-10)
 
 
@@ -86,7 +86,7 @@ def test_hutchinson_is_unbiased(fn, device):
     x, f, S = data(device=device)
     n = 4000
     xr, fr, Sr = x[:1].repeat(n, 1), f[:1].repeat(n, 1), S[:1].repeat(n, 1, 1)   # one probe per row
-    est = hjb.generator(V, xr, fr, Sr, method="hutchinson", n_probes=1, generator=123).squeeze(-1)
+    est = hjb.apply_generator(V, xr, fr, Sr, method="hutchinson", n_probes=1, generator=123).squeeze(-1)
     truth = by_hand(grad, hess, x[:1], f[:1], S[:1]).item()
     se = est.std().item() / math.sqrt(n)
     assert se > 0
@@ -97,9 +97,9 @@ def test_mlp_methods_agree(device):
     torch.manual_seed(0)
     net = hjb.MLP(D, 1, width=32, depth=3, activation="tanh", in_low=-2, in_high=2).double().to(device)
     x, f, S = data(device=device)
-    ref = hjb.generator(net, x, f, S, method="autograd")
-    fast = hjb.generator(net, x, f, S, method="forward")
-    hvp = hjb.generator(lambda y: net(y), x, f, S, method="forward")     # no forward pass: HVP columns
+    ref = hjb.apply_generator(net, x, f, S, method="autograd")
+    fast = hjb.apply_generator(net, x, f, S, method="forward")
+    hvp = hjb.apply_generator(lambda y: net(y), x, f, S, method="forward")     # no forward pass: HVP columns
     assert torch.allclose(ref, fast, atol=1e-10, rtol=0)
     assert torch.allclose(ref, hvp, atol=1e-10, rtol=0)
     # the training gradients agree too (create_graph=True keeps the graph through the parameters)
@@ -117,46 +117,46 @@ def test_forward_laplacian_every_activation(activation):
     torch.manual_seed(1)
     net = hjb.MLP(D, 1, width=16, depth=2, activation=activation).double()
     x, f, S = data(2)
-    assert torch.allclose(hjb.generator(net, x, f, S, "autograd"), hjb.generator(net, x, f, S, "forward"), atol=1e-10)
+    assert torch.allclose(hjb.apply_generator(net, x, f, S, "autograd"), hjb.apply_generator(net, x, f, S, "forward"), atol=1e-10)
 
 
 def test_hutchinson_on_mlp_converges_to_exact():
     torch.manual_seed(0)
     net = hjb.MLP(D, 1, width=32, depth=2).double()
     x, f, S = data(3)
-    exact = hjb.generator(net, x, f, S, "forward", create_graph=False)
-    est = hjb.generator(net, x, f, S, "hutchinson", n_probes=20000, generator=0, create_graph=False)
+    exact = hjb.apply_generator(net, x, f, S, "forward", create_graph=False)
+    est = hjb.apply_generator(net, x, f, S, "hutchinson", n_probes=20000, generator=0, create_graph=False)
     assert torch.allclose(exact, est, atol=0.05 * exact.abs().max().item())
 
 
 def test_value_derivatives_and_precomputed_generator():
     V, grad, hess = cubic("cpu")
     x, f, S = data(4)
-    v, g, H = hjb.value_derivatives(V, x)
+    v, g, H = hjb.generator.value_derivatives(V, x)
     assert torch.allclose(g, grad(x)) and torch.allclose(H, hess(x)) and not g.requires_grad
-    assert torch.allclose(hjb.generator_from_derivatives(g, H, f, S), by_hand(grad, hess, x, f, S))
+    assert torch.allclose(hjb.generator.generator_from_derivatives(g, H, f, S), by_hand(grad, hess, x, f, S))
 
 
 def test_create_graph_false_detaches():
     net = hjb.MLP(D, 1, width=8, depth=1).double()
     x, f, S = data(5)
     for method in ("autograd", "forward", "hutchinson"):
-        assert not hjb.generator(net, x, f, S, method, generator=0, create_graph=False).requires_grad
+        assert not hjb.apply_generator(net, x, f, S, method, generator=0, create_graph=False).requires_grad
 
 
 def test_bad_shapes_and_methods_are_named():
     net = hjb.MLP(D, 1, width=8, depth=1).double()
     x, f, S = data(6)
     with pytest.raises(ValueError, match="f must have shape"):
-        hjb.generator(net, x, f[:, :2], S)
+        hjb.apply_generator(net, x, f[:, :2], S)
     with pytest.raises(ValueError, match="S must have shape"):
-        hjb.generator(net, x, f, S[:, :2])
+        hjb.apply_generator(net, x, f, S[:, :2])
     with pytest.raises(ValueError, match="method"):
-        hjb.generator(net, x, f, S, method="loop")
+        hjb.apply_generator(net, x, f, S, method="loop")
     with pytest.raises(ValueError, match="n_probes"):
-        hjb.generator(net, x, f, S, method="hutchinson", n_probes=0)
+        hjb.apply_generator(net, x, f, S, method="hutchinson", n_probes=0)
     with pytest.raises(ValueError, match="V must map"):
-        hjb.generator(lambda y: y, x, f, S, method="autograd")
+        hjb.apply_generator(lambda y: y, x, f, S, method="autograd")
 
 
 def test_shared_diffusion_equals_the_same_matrix_for_every_state(device):
@@ -169,24 +169,24 @@ def test_shared_diffusion_equals_the_same_matrix_for_every_state(device):
     S = torch.randn(D, M, generator=torch.Generator().manual_seed(8), dtype=torch.float64).to(device)
     for V in (net, lambda y: net(y)):                           # with and without the forward-Laplacian pass
         for method in hjb.GENERATOR_METHODS:
-            a = hjb.generator(V, x, f, S, method=method, n_probes=5, generator=3)
-            b = hjb.generator(V, x, f, S.expand(B, D, M), method=method, n_probes=5, generator=3)
+            a = hjb.apply_generator(V, x, f, S, method=method, n_probes=5, generator=3)
+            b = hjb.apply_generator(V, x, f, S.expand(B, D, M), method=method, n_probes=5, generator=3)
             assert torch.allclose(a, b, atol=1e-11, rtol=0), method
     # training gradients through the shared path, in the weights and in S itself
     S_ = S.clone().requires_grad_(True)
     S_b = S.clone().requires_grad_(True)
     params = list(net.parameters())
-    ga = torch.autograd.grad(hjb.generator(net, x, f, S_, "hutchinson", n_probes=5, generator=3).pow(2).sum(),
+    ga = torch.autograd.grad(hjb.apply_generator(net, x, f, S_, "hutchinson", n_probes=5, generator=3).pow(2).sum(),
                              params + [S_], allow_unused=True)
-    gb = torch.autograd.grad(hjb.generator(net, x, f, S_b.expand(B, D, M), "hutchinson", n_probes=5,
+    gb = torch.autograd.grad(hjb.apply_generator(net, x, f, S_b.expand(B, D, M), "hutchinson", n_probes=5,
                                            generator=3).pow(2).sum(), params + [S_b], allow_unused=True)
     for u, v in zip(ga, gb):
         assert (u is None) == (v is None) and (u is None or torch.allclose(u, v, atol=1e-10, rtol=0))
     with pytest.raises(ValueError, match=r"or \(4, m\) when shared"):
-        hjb.generator(net, x, f, S[:2])
-    _, g, H = hjb.value_derivatives(net, x)
-    assert torch.allclose(hjb.generator_from_derivatives(g, H, f, S),
-                          hjb.generator_from_derivatives(g, H, f, S.expand(B, D, M)), atol=1e-12, rtol=0)
+        hjb.apply_generator(net, x, f, S[:2])
+    _, g, H = hjb.generator.value_derivatives(net, x)
+    assert torch.allclose(hjb.generator.generator_from_derivatives(g, H, f, S),
+                          hjb.generator.generator_from_derivatives(g, H, f, S.expand(B, D, M)), atol=1e-12, rtol=0)
 
 
 def test_rademacher_signs_are_fair_reproducible_and_any_shape():

@@ -164,8 +164,8 @@ def test_bad_input_names_the_parameter():
         p.exact_value(1.5, torch.zeros(1, 3))
     with pytest.raises(ValueError, match="x must have shape"):
         p.exact_value(0.0, torch.zeros(1, 4))
-    with pytest.raises(ValueError, match="num_steps"):
-        hjb.DeepBSDEConfig(num_steps=0)
+    with pytest.raises(ValueError, match="n_steps"):
+        hjb.DeepBSDEConfig(n_steps=0)
     with pytest.raises(ValueError, match="x0_radius"):
         hjb.DeepBSDEConfig(x0_radius=-1.0)
     with pytest.raises(ValueError, match="problem must provide"):
@@ -173,7 +173,7 @@ def test_bad_input_names_the_parameter():
 
 
 def _small_cfg(**kw):
-    base = dict(seed=0, progress=False, num_steps=10, iterations=150, batch_size=128, width=32,
+    base = dict(seed=0, progress=False, n_steps=10, iterations=150, batch_size=128, width=32,
                 valid_size=256, refit_size=4096, log_every=25, lr=1e-2, lr_final=1e-4)
     base.update(kw)
     return hjb.DeepBSDEConfig(**base)
@@ -235,7 +235,7 @@ def test_deep_bsde_leaves_the_global_rng_alone(one_thread):
     """The networks start from config.seed inside a forked RNG: the caller's global generator is untouched,
     and the same seed still gives the same numbers."""
     p = hjb.HighDimLQG(3)
-    cfg = _small_cfg(seed=1, num_steps=5, iterations=3, batch_size=16, width=8, valid_size=16, refit_size=64,
+    cfg = _small_cfg(seed=1, n_steps=5, iterations=3, batch_size=16, width=8, valid_size=16, refit_size=64,
                      log_every=1)
     torch.manual_seed(123)
     before = torch.get_rng_state()
@@ -243,3 +243,28 @@ def test_deep_bsde_leaves_the_global_rng_alone(one_thread):
     assert torch.equal(torch.get_rng_state(), before)
     assert a.u0 == b.u0 and a.history["loss"] == b.history["loss"]
     assert all(torch.equal(u, v) for u, v in zip(a.model.parameters(), b.model.parameters()))
+
+
+def test_deep_bsde_resumed_run_repeats_an_uninterrupted_one(tmp_path, one_thread):
+    """step / save / load / solve: a run stopped after two steps and resumed from its checkpoint gives the same
+    history, weights and u(0, 0) as the run that went through; a step is the gradient steps up to a logged one."""
+    p = hjb.HighDimLQG(3)
+    cfg = _small_cfg(seed=2, n_steps=5, iterations=23, batch_size=16, width=8, valid_size=16, refit_size=64,
+                     log_every=5)
+    whole = hjb.DeepBSDE(p, cfg)
+    a = whole.solve()
+    assert whole.iteration == 6 and a.history["iteration"] == [0, 5, 10, 15, 20, 22]
+    part = hjb.DeepBSDE(p, cfg)
+    part.step()
+    part.step()
+    assert part.gradient_steps == 6
+    path = part.save(tmp_path / "bsde.pt")
+    resumed = hjb.DeepBSDE.load(path, p)
+    assert resumed.iteration == 2 and resumed.config == cfg
+    b = resumed.solve()
+    drop = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h.rows]  # noqa: E731
+    assert drop(a.history) == drop(b.history)
+    assert a.u0 == b.u0 and a.u0_sgd == b.u0_sgd and math.isfinite(b.seconds)
+    assert all(torch.equal(u, v) for u, v in zip(a.model.parameters(), b.model.parameters()))
+    # the solution is a copy: the solver's own y0 is still Adam's last iterate, so training can go on
+    assert float(whole.model.y0.detach()) == a.u0_sgd

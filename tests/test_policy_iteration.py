@@ -5,7 +5,10 @@ import pytest
 import torch
 
 import hjbcourse as hjb
+from hjbcourse.exact import solve_lqr
+from hjbcourse.metrics import relative_sup
 from hjbcourse.solvers import policy_iteration as pi
+from hjbcourse.training import check_finite
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -43,7 +46,7 @@ class CoupledNoiseLQR(hjb.ControlProblem):
         return torch.cat([u, z]).to(dtype=dtype, device=device)
 
     def riccati(self):
-        return hjb.solve_lqr(self)  # duck-typed: A, B, Q, R, D and rho are all it reads
+        return solve_lqr(self)  # duck-typed: A, B, Q, R, D and rho are all it reads
 
 
 def smoke(**kw):
@@ -62,7 +65,7 @@ def test_relative_errors():
     assert hjb.relative_l2(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == 0.0
     assert hjb.relative_error(1.01, 1.0) == pytest.approx(0.01)
     assert hjb.relative_error(torch.eye(2) * 1.1, torch.eye(2)) == pytest.approx(0.1)
-    assert hjb.relative_sup(torch.tensor([0.0, 3.0]), torch.tensor([1.0, 2.0])) == pytest.approx(0.5)
+    assert relative_sup(torch.tensor([0.0, 3.0]), torch.tensor([1.0, 2.0])) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="same shape"):
         hjb.relative_l2(torch.zeros(2), torch.zeros(3))
     with pytest.raises(ValueError, match="zero"):
@@ -257,9 +260,9 @@ def test_relative_fit_and_signed_value_options_run_and_round_trip(tmp_path):
 
 
 def test_merton_chapter_config_fits_by_relative_error_with_a_negative_value():
-    cfg = hjb.chapter_config("merton", "quick")
+    cfg = hjb.course.chapter_config("merton", "quick")
     assert (cfg.value_fit, cfg.value_sign, cfg.value_batch) == ("relative", -1, cfg.n_states)
-    lqr = hjb.chapter_config("lqr", "quick")
+    lqr = hjb.course.chapter_config("lqr", "quick")
     assert (lqr.value_fit, lqr.value_sign) == ("absolute", None)
 
 
@@ -360,8 +363,8 @@ def test_checkpoint_from_another_device_restarts_the_streams(tmp_path):
     s1 = hjb.PolicyIteration(p, smoke(iterations=2))
     s1.step()
     state = torch.load(s1.save(tmp_path / "pi.pt"), weights_only=True)
-    state["rng_devices"] = ["cpu", "cuda", "cuda"]
-    state["rng"][1] = state["rng"][2] = torch.zeros(16, dtype=torch.uint8)   # a cuda state's size
+    state["state"]["rng_devices"] = ["cpu", "cuda", "cuda"]
+    state["state"]["rng"][1] = state["state"]["rng"][2] = torch.zeros(16, dtype=torch.uint8)   # a cuda state's size
     torch.save(state, tmp_path / "other.pt")
     s2 = hjb.PolicyIteration.load(tmp_path / "other.pt", p)
     s3 = hjb.PolicyIteration.load(tmp_path / "other.pt", p)
@@ -394,8 +397,8 @@ def test_a_nan_loss_stops_with_the_iteration_named():
 
 
 def test_check_finite_names_the_value_that_is_not_finite():
-    hjb.check_finite(torch.tensor([1.0, 2.0]), "loss", 3)
+    check_finite(torch.tensor([1.0, 2.0]), "loss", 3)
     with pytest.raises(hjb.DivergenceError, match=r"loss became nan \(entry 1 of 3, 2 not finite\) at iteration 3"):
-        hjb.check_finite(torch.tensor([1.0, float("nan"), float("inf")]), "loss", 3)
+        check_finite(torch.tensor([1.0, float("nan"), float("inf")]), "loss", 3)
     with pytest.raises(hjb.DivergenceError, match="became inf at iteration 0"):
-        hjb.check_finite(float("inf"), "the fit", 0)
+        check_finite(float("inf"), "the fit", 0)

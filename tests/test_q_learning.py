@@ -50,7 +50,7 @@ def test_transition_sampler_interface_and_reproducibility():
     env = hjb.TransitionSampler(lqr, 0.02)            # dt is the second positional argument
     assert env.dt == 0.02 and env.rho == lqr.rho and env.state_dim == 1 and env.action_dim == 1
     hjb.check_sampler(env)
-    assert isinstance(env, hjb.Sampler)
+    assert isinstance(env, hjb.environment.Sampler)
     x = env.reset(64, hjb.make_generator(0))
     assert x.shape == (64, 1)
     a = torch.randn(64, 1, dtype=torch.float64)
@@ -263,6 +263,41 @@ def test_divergence_names_the_iteration():
         hjb.QLearning(NaNWorld(0.05), small()).solve()
 
 
+@pytest.mark.parametrize("method", ["q_learning", "td_actor_critic"])
+def test_resumed_run_repeats_an_uninterrupted_one(method, tmp_path):
+    """step / save / load / solve: stopped after two steps (blocks of log_every environment steps) and resumed
+    from its checkpoint, the run logs the same history and ends with the same networks as one that went through."""
+    env = hjb.TransitionSampler(hjb.StochasticLQR.scalar(), 0.05)
+    cfg = small(method=method, n_transitions=12_000, buffer_size=4000, seed=4)   # 23 environment steps
+    whole = hjb.QLearning(env, cfg)
+    a = whole.solve()
+    assert whole.iteration == 5 and a.history["iteration"] == [5, 10, 15, 20, 23]
+    part = hjb.QLearning(env, cfg)
+    part.step()
+    part.step()
+    resumed = hjb.QLearning.load(part.save(tmp_path / "q.pt"), env)
+    assert resumed.iteration == 2 and resumed.config == cfg
+    b = resumed.solve()
+    drop = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h.rows]  # noqa: E731
+    assert drop(a.history) == drop(b.history) and a.n_transitions == b.n_transitions == 12_000
+    assert all(torch.equal(u, v) for u, v in zip(a.value_net.parameters(), b.value_net.parameters()))
+    assert all(torch.equal(u, v) for u, v in zip(a.mean_net.parameters(), b.mean_net.parameters()))
+    with pytest.raises(ValueError, match="not of DeepBSDE"):
+        hjb.DeepBSDE.load(tmp_path / "q.pt", hjb.HighDimLQG(2))
+
+
+def test_lr_final_is_the_learning_rate_at_the_end():
+    """lr and lr_final mean what they mean in every config: the cosine decay ends at lr_final itself."""
+    env = hjb.TransitionSampler(hjb.StochasticLQR.scalar(), 0.05)
+    sol = hjb.QLearning(env, small(lr=0.02, lr_final=0.002, n_transitions=3000)).solve()
+    assert sol.history["lr"][0] < 0.02 and abs(sol.history.last("lr") - 0.002) < 1e-12
+    assert abs(hjb.QLearning(env, small(n_transitions=3000)).solve().history.last("lr") - 0.05 / 100) < 1e-12
+    with pytest.raises(ValueError, match="^lr_final must not exceed"):
+        hjb.QLearningConfig(lr=0.01, lr_final=0.1)
+    with pytest.raises(ValueError, match="^lr_final must not exceed"):
+        hjb.QLearning(env, small(lr_final=0.1))          # above the default lr 0.05 of the quadratic family
+
+
 def test_held_action_gain_refuses_bad_input():
     lqr = hjb.StochasticLQR.scalar()
     for dt in (-0.1, 0.0, math.nan, math.inf, True, "0.1"):
@@ -293,7 +328,7 @@ def test_on_policy_gibbs_exploration_runs_and_learns_the_sign_of_the_gain():
 
 @pytest.mark.parametrize("config,field,value", [
     (hjb.QLearningConfig, "buffer_size", True), (hjb.QLearningConfig, "lr", -1.0), (hjb.QLearningConfig, "n_envs", 2.0),
-    (hjb.DeepBSDEConfig, "num_steps", True), (hjb.DeepBSDEConfig, "lr_final", 0.0)])
+    (hjb.DeepBSDEConfig, "n_steps", True), (hjb.DeepBSDEConfig, "lr_final", 0.0)])
 def test_solver_configs_refuse_bools_and_bad_numbers_naming_the_field(config, field, value):
     with pytest.raises(ValueError, match=f"{field} must be"):
         config.preset("quick", **{field: value})

@@ -6,7 +6,7 @@ zero (the tests check it):
 * :func:`fokker_planck_to_hjb`: substitute rho = exp(-V) into the reverse-time Fokker-Planck equation
   d_t rho = -div(mu rho) - 1/2 Tr(Sigma Sigma^T Hess rho), divide by -exp(-V), and recover, term by term,
   -d_t V = -div mu + mu . grad V - 1/2 |Sigma^T grad V|^2 + 1/2 Tr(Sigma Sigma^T Hess V);
-  in any dimension ``d`` with fully symbolic mu_i(x, t) and Sigma_ij(t).
+  in any dimension ``d`` with fully symbolic mu_i(t, x) and Sigma_ij(t) (time first, as in the package).
 * :func:`quadratic_minimisation`: the convex-conjugate step inf_u {1/2 |u|^2 + u . p} = -1/2 |p|^2 at u = -p.
 * :func:`verification_identity`: Ito's drift of V along the controlled diffusion plus the running cost is
   1/2 |u - u*|^2 once V solves the HJB.
@@ -41,12 +41,12 @@ def _setup(d: int, m: int | None):
     m = d if m is None else _check_dim("m", m)
     t = sp.Symbol("t", real=True)
     xs = sp.symbols(f"x1:{d + 1}", real=True) if d > 1 else (sp.Symbol("x", real=True),)
-    mu = sp.Matrix([sp.Function(f"mu_{i + 1}" if d > 1 else "mu")(*xs, t) for i in range(d)])
+    mu = sp.Matrix([sp.Function(f"mu_{i + 1}" if d > 1 else "mu")(t, *xs) for i in range(d)])
     if d == 1 and m == 1:
         Sigma = sp.Matrix([[sp.Function("Sigma")(t)]])
     else:
         Sigma = sp.Matrix(d, m, lambda i, j: sp.Function(f"Sigma_{i + 1}{j + 1}")(t))
-    V = sp.Function("V")(*xs, t)
+    V = sp.Function("V")(t, *xs)
     return d, m, t, xs, mu, Sigma, V
 
 
@@ -95,9 +95,9 @@ class FokkerPlanckToHJB:
 
 def fokker_planck_to_hjb(d: int = 1, m: int | None = None) -> FokkerPlanckToHJB:
     """Substitute rho = exp(-V) into d_t rho = -div(mu rho) - 1/2 Tr(Sigma Sigma^T Hess rho) in R^d
-    (Sigma is d x m, a function of t; mu_i functions of (x, t)) and recover the HJB for V = -log rho."""
+    (Sigma is d x m, a function of t; mu_i functions of (t, x)) and recover the HJB for V = -log rho."""
     d, m, t, xs, mu, Sigma, V = _setup(d, m)
-    rho = sp.Function("rho")(*xs, t)
+    rho = sp.Function("rho")(t, *xs)
     S = Sigma * Sigma.T
     pieces = [
         ("time derivative", lambda r: sp.diff(r, t)),
@@ -153,7 +153,7 @@ def quadratic_minimisation(m: int = 1) -> QuadraticMinimisation:
 
 @dataclass(frozen=True)
 class VerificationIdentity:
-    """Along dX = (mu + Sigma u) dt + Sigma dW, Ito's drift of V(X_s, s) plus the running cost
+    """Along dX = (mu + Sigma u) dt + Sigma dW, Ito's drift of V(s, X_s) plus the running cost
     1/2 |u|^2 - div mu equals 1/2 |u - u*|^2 with u* = -Sigma^T grad V, once d_t V is taken from the HJB.
 
     ``ito_drift``: d_t V + (mu + Sigma u) . grad V + 1/2 Tr(Sigma Sigma^T Hess V); ``running_cost``;
@@ -168,9 +168,9 @@ class VerificationIdentity:
 
 
 def verification_identity(d: int = 1, m: int | None = None) -> VerificationIdentity:
-    """The pathwise identity behind J(u) = V + 1/2 E int |u - u*|^2, for generic mu, Sigma, V and u(x, t)."""
+    """The pathwise identity behind J(u) = V + 1/2 E int |u - u*|^2, for generic mu, Sigma, V and u(t, x)."""
     d, m, t, xs, mu, Sigma, V = _setup(d, m)
-    u = sp.Matrix([sp.Function(f"u_{j + 1}" if m > 1 else "u")(*xs, t) for j in range(m)])
+    u = sp.Matrix([sp.Function(f"u_{j + 1}" if m > 1 else "u")(t, *xs) for j in range(m)])
     gV = _grad(V, xs)
     S = Sigma * Sigma.T
     ito = sp.diff(V, t) + ((mu + Sigma * u).T * gV)[0, 0] + sp.Rational(1, 2) * (S * _hess(V, xs)).trace()

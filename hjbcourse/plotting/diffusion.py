@@ -84,7 +84,7 @@ def plot_verification(estimates: dict):
 
 
 def plot_score_matching(model, times=None, errors=None, *, target: float | None = 0.05):
-    """Training diagnostics of a :class:`~hjbcourse.ScoreModel`: the (smoothed) denoising loss and, when
+    """Training diagnostics of a :class:`~hjbcourse.diffusion.ScoreModel`: the (smoothed) denoising loss and, when
     given, the relative score error at each forward time in ``times``."""
     h = model.history
     ncols = 2 if errors is not None else 1
@@ -117,14 +117,14 @@ def plot_score_matching(model, times=None, errors=None, *, target: float | None 
 
 
 def plot_control_over_time(problem, model, points, *, n_times: int = 120, t_max: float | None = None):
-    """The exact control u*(x, t) (solid) and the learned one (dashed) at fixed points x (rows of ``points``,
+    """The exact control u*(t, x) (solid) and the learned one (dashed) at fixed points x (rows of ``points``,
     (P, d)), each component, over reverse time t in [0, t_max]."""
     sde = problem.sde
     t_max = 0.99 * sde.T if t_max is None else t_max
     ts = np.linspace(0.0, t_max, n_times)
     pts = torch.as_tensor(points, dtype=problem.data.dtype)
-    ex = np.stack([problem.optimal_control(pts, float(t)).numpy() for t in ts])  # (n, P, d)
-    le = np.stack([model.control(pts.float(), float(t)).double().numpy() for t in ts])
+    ex = np.stack([problem.optimal_control(float(t), pts).numpy() for t in ts])  # (n, P, d)
+    le = np.stack([model.control(float(t), pts.float()).double().numpy() for t in ts])
     d = pts.shape[1]
     fig, axes = plt.subplots(1, d, figsize=(5 * d, 3.6), squeeze=False)
     for j in range(d):
@@ -134,7 +134,7 @@ def plot_control_over_time(problem, model, points, *, n_times: int = 120, t_max:
             ax.plot(ts, ex[:, p, j], color=f"C{p}", label=f"exact at x = {lab}")
             ax.plot(ts, le[:, p, j], color=f"C{p}", ls="--")
         ax.set_xlabel("reverse time t")
-        ax.set_ylabel(f"$u_{j + 1}(x, t)$")
+        ax.set_ylabel(f"$u_{j + 1}(t, x)$")
         ax.set_title(f"component {j + 1}: exact (solid) and learned (dashed)")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()

@@ -10,7 +10,7 @@ __all__ = ["plot_grid_growth", "plot_bsde_history", "plot_error_vs_dimension"]
 
 def plot_grid_growth(dims=range(1, 101), points_per_axis=(10, 100), budget: float = 1e9, ax=None):
     """Nodes of a tensor grid against the dimension (log scale), with a horizontal line at ``budget`` nodes."""
-    from ..high_dim import grid_points
+    from ..problems import grid_points
 
     fig, (ax,) = _axes(ax, figsize=(6, 3.5))
     dims = np.asarray(list(dims))
@@ -39,7 +39,7 @@ def plot_bsde_history(solution, exact: float | None = None, axes=None):
     axes[1].semilogy(it, h["valid_loss"])
     axes[1].set_xlabel("iteration")
     axes[1].set_ylabel(r"$E|Y_N - g(X_N)|^2$ (validation)")
-    fig.suptitle(f"deep BSDE, d = {solution.problem.state_dim}, N = {solution.config.num_steps}")
+    fig.suptitle(f"deep BSDE, d = {solution.problem.state_dim}, N = {solution.config.n_steps}")
     fig.tight_layout()
     return fig
 

@@ -1,9 +1,11 @@
-"""Solvers: classical finite differences, neural policy iteration, q-learning, and a high-dimensional solver."""
-import importlib as _importlib
-from .finite_difference import *  # noqa: F401,F403
-from .policy_iteration import *  # noqa: F401,F403
-from .q_learning import *  # noqa: F401,F403
-from .deep_bsde import *  # noqa: F401,F403
+"""Solvers, one shape for all (:mod:`.base`): finite differences, neural policy iteration, q-learning, the deep
+BSDE method and score matching."""
+from .deep_bsde import DeepBSDE, DeepBSDEConfig
+from .finite_difference import FiniteDifferenceConfig, FiniteDifferenceSolver
+from .policy_iteration import PolicyIteration, PolicyIterationConfig, improve_policy, rollout_targets
+from .q_learning import QLearning, QLearningConfig, held_action_lqr_gain
+from .score_matching import ScoreMatching, ScoreMatchingConfig
 
-# export the solvers' names only: a submodule name such as policy_iteration must not shadow a function
-__all__ = [n for _m in ('deep_bsde', 'finite_difference', 'policy_iteration', 'q_learning') for n in _importlib.import_module(f"{__name__}.{_m}").__all__]
+__all__ = ["FiniteDifferenceSolver", "FiniteDifferenceConfig", "PolicyIteration", "PolicyIterationConfig",
+           "improve_policy", "rollout_targets", "QLearning", "QLearningConfig",
+           "held_action_lqr_gain", "DeepBSDE", "DeepBSDEConfig", "ScoreMatching", "ScoreMatchingConfig"]

@@ -20,6 +20,7 @@ The problem supplies ``bsde_sigma``, ``bsde_driver(t, x, y, z)`` (F), ``terminal
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ import torch
 from torch import nn
 
 from ..nets import MLP
-from ..runtime import _forked_rng, make_generator, progress
+from ..runtime import _forked_rng, make_generator
 from ..training import History, SolverConfig, check_finite
+from .base import IterativeSolver, restore_generator
 
 __all__ = ["DeepBSDEConfig", "DeepBSDE", "DeepBSDESolution"]
 
@@ -39,15 +41,16 @@ __all__ = ["DeepBSDEConfig", "DeepBSDE", "DeepBSDESolution"]
 class DeepBSDEConfig(SolverConfig):
     """Settings of :class:`DeepBSDE`.
 
-    ``num_steps`` N time steps; ``iterations`` Adam steps on batches of ``batch_size`` paths; the learning
-    rate decays geometrically from ``lr`` to ``lr_final``; Z_theta(t, x) has ``depth`` hidden layers of
-    ``width`` units (``activation``) plus, with ``linear_skip``, an affine map of (t, x); ``x0_radius`` > 0
-    learns u(0, x) on |x| <= x0_radius with a network of
-    ``value_width`` units, 0 learns u(0, 0) only. ``log_every`` sets how often the history records a row
-    (the loss on a fixed validation batch of ``valid_size`` paths and the current u(0, 0)).
+    ``n_steps`` N time steps of the backward SDE; ``iterations`` Adam steps on batches of ``batch_size``
+    paths; the learning rate decays geometrically from ``lr`` to ``lr_final``; Z_theta(t, x) has ``depth``
+    hidden layers of ``width`` units (``activation``) plus, with ``linear_skip``, an affine map of (t, x);
+    ``x0_radius`` > 0 learns u(0, x) on |x| <= x0_radius with a network of ``value_width`` units, 0 learns
+    u(0, 0) only (refitted at the end on ``refit_size`` fresh paths). ``log_every`` sets how often the history
+    records a row (the loss on a fixed
+    validation batch of ``valid_size`` paths and the current u(0, 0)).
     """
 
-    num_steps: int = 20
+    n_steps: int = 20
     iterations: int = 2000
     batch_size: int = 256
     width: int = 128
@@ -63,14 +66,14 @@ class DeepBSDEConfig(SolverConfig):
     log_every: int = 50
 
     PRESETS: ClassVar[dict] = {
-        "quick": {"num_steps": 20, "iterations": 300, "batch_size": 128, "width": 64, "lr": 1e-2, "lr_final": 1e-4,
+        "quick": {"n_steps": 20, "iterations": 300, "batch_size": 128, "width": 64, "lr": 1e-2, "lr_final": 1e-4,
                   "refit_size": 8192},
-        "full": {"num_steps": 40, "iterations": 3000, "batch_size": 256, "width": 128},
+        "full": {"n_steps": 40, "iterations": 3000, "batch_size": 256, "width": 128},
     }
 
     def __post_init__(self):
         super().__post_init__()
-        self._check_ints("num_steps", "iterations", "batch_size", "width", "depth", "value_width", "valid_size",
+        self._check_ints("n_steps", "iterations", "batch_size", "width", "depth", "value_width", "valid_size",
                          "refit_size", "log_every")
         self._check_positive_numbers("lr", "lr_final")
         if not (isinstance(self.x0_radius, (int, float)) and math.isfinite(self.x0_radius) and self.x0_radius >= 0):
@@ -175,9 +178,21 @@ class DeepBSDESolution:
         return self.problem.optimal_action(t, x, self.gradient(t, x))
 
 
-class DeepBSDE:
-    """``DeepBSDE(problem, config).solve()`` -> :class:`DeepBSDESolution` (module docstring for the method)."""
+class DeepBSDE(IterativeSolver):
+    """``DeepBSDE(problem, config).solve()`` -> :class:`DeepBSDESolution` (module docstring for the method).
 
+    Construction draws the batch of paths whose mean terminal cost is the first guess of u(0, .) and the
+    validation paths, and builds the networks from ``config.seed``, leaving the caller's global RNG as it was.
+    One :meth:`step` runs the gradient steps up to the next logged one and logs a row of ``history`` (labelled
+    by the index of its last gradient step): the first step is gradient step 0 alone, so that the history
+    starts at the first loss, the next ones ``log_every`` gradient steps each, the last what is left of
+    ``iterations``. :meth:`solution` (what :meth:`solve` returns) refits u(0, 0) on fresh paths; the solver's
+    own networks are left as they were, so training can go on. :meth:`save` and :meth:`load` keep the
+    networks, the optimiser, the schedule and the generator: a resumed run repeats an uninterrupted one.
+    """
+
+    Config = DeepBSDEConfig
+    shown = ("loss", "u0")
     REQUIRED = ("bsde_sigma", "bsde_driver", "terminal_cost", "sample_initial_states", "optimal_action", "T",
                 "state_dim")
 
@@ -186,17 +201,45 @@ class DeepBSDE:
         if missing:
             raise ValueError(f"problem must provide a backward-SDE form ({', '.join(self.REQUIRED)}); "
                              f"{type(problem).__name__} lacks {', '.join(missing)}")
-        if config is None:
-            config = DeepBSDEConfig()
-        if not isinstance(config, DeepBSDEConfig):
-            raise ValueError(f"config must be a DeepBSDEConfig, got {type(config).__name__}")
+        cfg = self._init_run(DeepBSDEConfig() if config is None else config)
+        start = time.perf_counter()
         self.problem = problem
-        self.cfg = config
+        kw = dict(dtype=cfg.torch_dtype, device=cfg.torch_device)
+        with _forked_rng(cfg.seed, cfg.torch_device):
+            self.g = make_generator(cfg.seed, "cpu")
+            # the first guess for u(0, .) is the cost of not steering, E g(X_T), from one batch of paths
+            X, _ = self._paths(cfg.batch_size, self.g)
+            y0_guess = float(problem.terminal_cost(X[-1].to(torch.float64)).mean())
+            self.model = _Model(problem, cfg, y0_guess).to(**kw)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=self._decay())
+        self.valid_paths = self._paths(cfg.valid_size, make_generator(cfg.seed + 1, "cpu"))
+        self.origin = torch.zeros(1, problem.state_dim, **kw)
+        self.gradient_steps = 0
+        self.loss = math.nan
+        self.seconds = time.perf_counter() - start
+
+    def _decay(self) -> float:
+        """The factor of the geometric decay of the learning rate from ``lr`` to ``lr_final`` over the budget."""
+        cfg = self.config
+        return (cfg.lr_final / cfg.lr) ** (1.0 / max(cfg.iterations - 1, 1))
+
+    @property
+    def _description(self) -> str:
+        return f"deep BSDE d={self.problem.state_dim}"
+
+    def _logged(self, i: int) -> bool:
+        return i % self.config.log_every == 0 or i == self.config.iterations - 1
+
+    def _budget(self) -> int:
+        """The number of logged gradient steps: 0, every multiple of ``log_every`` and the last one."""
+        n, k = self.config.iterations, self.config.log_every
+        return -(-n // k) + (0 if (n - 1) % k == 0 else 1)
 
     def _paths(self, n: int, g: torch.Generator):
         """Draw n paths: X (N+1, n, d) and the increments dW (N, n, d), on the config's device and dtype."""
-        cfg, p = self.cfg, self.problem
-        N, d = cfg.num_steps, p.state_dim
+        cfg, p = self.config, self.problem
+        N, d = cfg.n_steps, p.state_dim
         dt = p.T / N
         x0 = p.sample_initial_states(n, cfg.x0_radius, generator=g, dtype=torch.float64)
         dW = torch.randn(N, n, d, generator=g, dtype=torch.float64) * math.sqrt(dt)
@@ -220,50 +263,44 @@ class DeepBSDE:
             y = y + p.bsde_driver(t[n].item(), X[n], y, Zs[n]) * dt + (Zs[n] * dW[n]).sum(-1, keepdim=True)
         return y - p.terminal_cost(X[-1])
 
-    def solve(self) -> DeepBSDESolution:
-        """Train; the networks start from ``config.seed`` and the caller's global RNG state is left as it was."""
-        with _forked_rng(self.cfg.seed, self.cfg.torch_device):
-            return self._solve()
+    def _gradient_step(self) -> None:
+        """One Adam step on the terminal mismatch of a fresh batch of paths, then one step of the schedule."""
+        X, dW = self._paths(self.config.batch_size, self.g)
+        loss = self._mismatch(self.model, X, dW).pow(2).mean()
+        check_finite(loss, "loss", self.gradient_steps)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        self.loss = float(loss.detach())
+        self.gradient_steps += 1
 
-    def _solve(self) -> DeepBSDESolution:
-        cfg, p = self.cfg, self.problem
-        g = make_generator(cfg.seed, "cpu")
+    def _step(self, it: int) -> dict[str, float]:
+        while True:
+            self._gradient_step()
+            last = self.gradient_steps - 1
+            if self._logged(last) or self.gradient_steps >= self.config.iterations:
+                break
+        with torch.no_grad():
+            valid = self._mismatch(self.model, *self.valid_paths).pow(2).mean()
+            u0 = float(self.model.initial_value(self.origin))
+        check_finite(valid, "validation loss", last)
+        return {"iteration": last, "loss": self.loss, "valid_loss": valid, "u0": u0,
+                "lr": self.opt.param_groups[0]["lr"]}
+
+    def solution(self) -> DeepBSDESolution:
+        """The solution now: a copy of the networks, with u(0, 0) refitted when it is learned at the origin only."""
         start = time.perf_counter()
-        # the first guess for u(0, .) is the cost of not steering, E g(X_T), from one batch of paths
-        X, _ = self._paths(cfg.batch_size, g)
-        y0_guess = float(p.terminal_cost(X[-1].to(torch.float64)).mean())
-        model = _Model(p, cfg, y0_guess).to(dtype=cfg.torch_dtype, device=cfg.torch_device)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        decay = (cfg.lr_final / cfg.lr) ** (1.0 / max(cfg.iterations - 1, 1))
-        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=decay)
-        Xv, dWv = self._paths(cfg.valid_size, make_generator(cfg.seed + 1, "cpu"))
-        origin = torch.zeros(1, p.state_dim, dtype=cfg.torch_dtype, device=cfg.torch_device)
-        history = History()
-        bar = progress(range(cfg.iterations), total=cfg.iterations, desc=f"deep BSDE d={p.state_dim}",
-                       enabled=cfg.progress)
-        for it in bar:
-            X, dW = self._paths(cfg.batch_size, g)
-            loss = self._mismatch(model, X, dW).pow(2).mean()
-            check_finite(loss, "loss", it)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if it % cfg.log_every == 0 or it == cfg.iterations - 1:
-                with torch.no_grad():
-                    valid = self._mismatch(model, Xv, dWv).pow(2).mean()
-                    u0 = float(model.initial_value(origin))
-                check_finite(valid, "validation loss", it)
-                history.log(it, loss=loss, valid_loss=valid, u0=u0, lr=opt.param_groups[0]["lr"],
-                            seconds=time.perf_counter() - start)
-        u0_sgd = float(model.initial_value(origin).detach())
+        model = copy.deepcopy(self.model)
+        u0_sgd = float(model.initial_value(self.origin).detach())
         u0, stderr = u0_sgd, math.nan
         if model.pointwise:
-            u0, stderr = self._refit(model, make_generator(cfg.seed + 2, "cpu"))
+            u0, stderr = self._refit(model, make_generator(self.config.seed + 2, "cpu"))
             with torch.no_grad():
                 model.y0.fill_(u0)
         model.eval()
-        return DeepBSDESolution(p, cfg, model, history, u0, time.perf_counter() - start, u0_sgd, stderr)
+        seconds = self.seconds + time.perf_counter() - start
+        return DeepBSDESolution(self.problem, self.config, model, self.history, u0, seconds, u0_sgd, stderr)
 
     @torch.no_grad()
     def _refit(self, model: _Model, g: torch.Generator) -> tuple[float, float]:
@@ -273,7 +310,7 @@ class DeepBSDE:
         mean over ``refit_size`` paths removes that wander, and its standard error is reported.
         """
         chunks = []
-        left = self.cfg.refit_size
+        left = self.config.refit_size
         while left > 0:
             n = min(left, 4096)
             X, dW = self._paths(n, g)
@@ -282,3 +319,16 @@ class DeepBSDE:
             left -= n
         est = torch.cat(chunks)
         return float(est.mean()), float(est.std() / math.sqrt(est.shape[0]))
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                "g": self.g.get_state(), "gradient_steps": self.gradient_steps, "loss": self.loss}
+
+    def _load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(dict(state["sched"]))
+        self.sched.gamma = self._decay()          # the schedule of the config in force (a longer budget, say)
+        restore_generator(self.g, state["g"], "cpu", self.config.seed)
+        self.gradient_steps, self.loss = int(state["gradient_steps"]), float(state["loss"])

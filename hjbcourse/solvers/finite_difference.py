@@ -27,12 +27,11 @@ system (rho I - A(a)) V = r(a) with scipy.sparse. An optional finite implicit ti
 (Achdou et al.'s Delta) solves ((rho + 1/Delta) I - A) V^{new} = r + V^{old} / Delta instead.
 
 The maximisation over actions is generic: it only calls the problem's ``drift``, ``diffusion`` and ``reward``.
-At every node the discrete Hamiltonian h_i(a) = r(x_i, a) + [A(a) V]_i is evaluated, for all nodes at once, on
-a tensor grid of ``action_grid`` points per action coordinate over the action box; then ``refinements`` steps
-of a pattern search start from the best grid point with the grid spacing s: try best + s {-1, 0, 1}^k, move
-to the best, and halve s where nothing improved. It needs no derivative, so the kink of h_i where the drift
-changes sign does no harm. Where the previous policy does at least as well it is kept, so every step of
-policy iteration improves the value even though the search is not exact. Infinite action bounds are searched
+The discrete Hamiltonian h_i(a) = r(x_i, a) + [A(a) V]_i is evaluated at every node, for all nodes at once, on
+a tensor grid of actions, then improved by a pattern search (:meth:`FiniteDifferenceSolver._argmax`), which
+needs no derivative, so the kink of h_i where the drift changes sign does no harm. Where the previous policy
+does at least as well it is kept, so every step of policy iteration improves the value even though the search
+is not exact. Infinite action bounds are searched
 on a finite box (``search_box``, default +-10) that grows on a side whenever a maximiser lands on its
 artificial edge.
 
@@ -48,29 +47,121 @@ one of these although the real problem has no boundary there, and it changes the
 reflecting end where the optimal drift or the noise points outward is a subsidy (for Merton's problem at low
 wealth it hands out free wealth). Put such ends far away (a geometric grid for wealth) and read the solution
 in the interior.
+
+The numerical settings are a :class:`FiniteDifferenceConfig`; the solver has the one shape of
+:mod:`hjbcourse.solvers.base` (``.step()`` is one policy-iteration step on the grid).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from ..problems import ControlProblem, _positive_int, _real
-from ..runtime import progress as _progress
-from ..training import History, check_finite
+from .._checks import _positive_int, _real
+from ..problems import ControlProblem
+from ..training import History, SolverConfig, check_finite
+from .base import IterativeSolver
 
-__all__ = [
-    "FiniteDifferenceSolver",
-    "FiniteDifferenceSolution",
-    "MinimumTimeProblem",
-    "MinimumTimeSolution",
-    "fit_quadratic_value",
-    "convergence_order",
-]
+__all__ = ["FiniteDifferenceConfig", "FiniteDifferenceSolver", "FiniteDifferenceSolution", "fit_quadratic_value"]
+
+
+def _int_at_least(name: str, v, minimum: int, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise ValueError(f"{name} must be {what}, got {v!r}")
+    return int(v)
+
+
+def _search_box(box):
+    """(low, high), each a number or one per action coordinate, as plain floats (a float or a tuple of them)."""
+    try:
+        lo, hi = (np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64).reshape(-1)
+                  for v in box)
+        ok = lo.size > 0 and hi.size > 0 and bool(np.all(lo < hi) and np.isfinite(lo).all() and np.isfinite(hi).all())
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"search_box must be a pair (low, high) of numbers or arrays, got {box!r}") from e
+    if not ok:
+        raise ValueError(f"search_box must be finite with low < high, got {box!r}")
+    return tuple(float(v[0]) if v.size == 1 else tuple(v.tolist()) for v in (lo, hi))
+
+
+@dataclass(frozen=True)
+class FiniteDifferenceConfig(SolverConfig):
+    """The numerical settings of :class:`FiniteDifferenceSolver` (the interval or grid and the boundary values
+    are the problem's data: arguments of the solver). Presets: ``"quick"`` (the defaults), ``"full"`` (n = 4001).
+
+    ``n`` nodes of an even grid; ``scheme``: ``"upwind"`` or ``"hybrid"``; ``action_grid`` points per action
+    coordinate (None: 21, 11 or 7 for 1, 2 or more), ``refinements`` pattern-search steps and ``search_box``
+    (low, high), numbers or one per coordinate (None: +-10), searched where an action bound is infinite; at most
+    ``iterations`` policy-iteration steps on the finest grid, stopped once sup |V_new - V_old| <= ``tol``
+    max(1, sup |V|); ``time_step``: the implicit step Delta (math.inf: pure policy iteration); ``multilevel``:
+    nested iteration from ``coarsest`` nodes. The solve runs in float64 on the CPU whatever ``device``; ``seed``
+    is unused (the solver is deterministic).
+    """
+
+    n: int = 2001
+    scheme: str = "upwind"
+    action_grid: int | None = None
+    refinements: int = 30
+    search_box: tuple | None = None
+    iterations: int = 200
+    tol: float = 1e-10
+    time_step: float = math.inf
+    multilevel: bool = True
+    coarsest: int = 101
+    dtype: str = "float64"
+    progress: bool = False
+
+    PRESETS: ClassVar[dict] = {"quick": {}, "full": {"n": 4001}}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dtype != "float64":
+            raise ValueError(f"dtype must be 'float64' (the grid is solved in float64), got {self.dtype!r}")
+        if self.scheme not in ("upwind", "hybrid"):
+            raise ValueError(f"scheme must be 'upwind' or 'hybrid', got {self.scheme!r}")
+        ints = {"n": _int_at_least("n", self.n, 3, "an integer >= 3"),
+                "refinements": _int_at_least("refinements", self.refinements, 0, "a non-negative integer"),
+                "iterations": _positive_int("iterations", self.iterations),
+                "coarsest": _int_at_least("coarsest", self.coarsest, 3, "an integer >= 3")}
+        if self.action_grid is not None:
+            ints["action_grid"] = _int_at_least("action_grid", self.action_grid, 3, "an integer >= 3")
+        if not (_real(self.tol) and self.tol > 0):
+            raise ValueError(f"tol must be a positive number, got {self.tol!r}")
+        if not (_real(self.time_step) and self.time_step > 0):
+            raise ValueError(f"time_step must be positive (math.inf for pure policy iteration), got {self.time_step!r}")
+        if not isinstance(self.multilevel, bool):
+            raise ValueError(f"multilevel must be True or False, got {self.multilevel!r}")
+        plain = dict(ints, tol=float(self.tol), time_step=float(self.time_step))
+        if self.search_box is not None:
+            plain["search_box"] = _search_box(self.search_box)
+        for name, value in plain.items():  # plain Python values: a checkpoint holds them with weights_only=True
+            object.__setattr__(self, name, value)
+
+
+def _configure(config, options: dict) -> FiniteDifferenceConfig:
+    """``config`` (default: the quick preset) with the keyword ``options`` applied; ``max_iter`` is the old
+    name of ``iterations``, and ``multilevel`` and ``progress`` take any truth value, as they always did."""
+    if config is not None and not isinstance(config, FiniteDifferenceConfig):
+        hint = "; the interval is a keyword: domain=(lo, hi)" if isinstance(config, (tuple, list)) else ""
+        raise ValueError(f"config must be a FiniteDifferenceConfig, got {type(config).__name__}{hint}")
+    options = dict(options)
+    if "max_iter" in options:
+        if "iterations" in options:
+            raise ValueError("give iterations or its old name max_iter, not both")
+        options["iterations"] = _positive_int("max_iter", options.pop("max_iter"))
+    options.update({name: bool(options[name]) for name in ("multilevel", "progress") if name in options})
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(FiniteDifferenceConfig)})
+    if unknown:
+        raise TypeError(f"FiniteDifferenceSolver() got unexpected keyword argument(s) {unknown}")
+    config = FiniteDifferenceConfig.preset("quick") if config is None else config
+    return config.replace(**options) if options else config
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -85,7 +176,8 @@ class FiniteDifferenceSolution:
     maximiser of a one-sided Hamiltonian and carries no meaning. ``iterations`` counts policy-iteration steps
     on this grid (the coarse grids' steps are in ``info["coarse_iterations"]``),
     ``residual`` is max_i |rho V_i - max_a h_i(a)| at the returned V (the discrete HJB residual),
-    ``history`` has one row per step (``change``: sup |V_new - V_old|; ``policy_change``: sup |a_new - a_old|).
+    ``history`` has one row per step (``change``: sup |V_new - V_old|; ``policy_change``: sup |a_new - a_old|;
+    ``seconds`` so far).
     """
 
     x: torch.Tensor
@@ -153,181 +245,168 @@ def fit_quadratic_value(solution: FiniteDifferenceSolution, interval=(-2.0, 2.0)
     return float(P), float(c)
 
 
-def convergence_order(steps, errors) -> float:
-    """The slope of log(error) against log(step) by least squares: the measured order of convergence.
-
-    ``steps`` are the mesh sizes (dx, h, 1/n ...); a first-order method gives a slope near 1.
-    """
-    s = np.asarray(steps, dtype=np.float64).reshape(-1)
-    e = np.asarray(errors, dtype=np.float64).reshape(-1)
-    if s.shape != e.shape or s.size < 2:
-        raise ValueError(f"steps and errors must be 1-D of the same length >= 2, got {s.shape} and {e.shape}")
-    if not (np.all(s > 0) and np.all(e > 0)):
-        raise ValueError("steps and errors must be positive to take logarithms")
-    return float(np.polyfit(np.log(s), np.log(e), 1)[0])
-
-
-# ---------------------------------------------------------------------------------------------------------
-# A problem whose value function has a kink
-# ---------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MinimumTimeSolution:
-    """V(x) = -(1 - exp(-rho (L - |x|))) / rho on [-L, L]; a*(x) = sign(x) (either sign at x = 0)."""
-
-    half_width: float
-    rho: float
-
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1) -> (B, 1): minus the discounted time to reach the nearer end of [-L, L]."""
-        return -(1.0 - torch.exp(-self.rho * (self.half_width - x.abs()))) / self.rho
-
-    def policy(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1) -> (B, 1): full speed towards the nearer end (+1 at the tie x = 0)."""
-        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
-
-
-class MinimumTimeProblem(ControlProblem):
-    """Leave the interval (-L, L) as fast as possible: dX = a dt, |a| <= 1, reward -1 until exit, V = 0 at +-L.
-
-    The value V(x) = -(1 - e^{-rho (L - |x|)}) / rho is Lipschitz but not differentiable at x = 0, where both
-    exits are equally far: the classical HJB rho V = -1 + |V'| holds everywhere except there, and V is its
-    viscosity solution (book: chapter "The deterministic HJB"). Solve it with the boundary value 0 at both
-    ends: ``FiniteDifferenceSolver(p, boundary=0.0)``.
-    """
-
-    name = "minimum time"
-
-    def __init__(self, rho=1.0, half_width=1.0):
-        L = float(half_width)
-        if not (math.isfinite(L) and L > 0):
-            raise ValueError(f"half_width must be a positive number, got {half_width!r}")
-        super().__init__(1, 1, 1, rho, (-L, L), action_low=[-1.0], action_high=[1.0], additive_noise=True)
-        self.half_width = L
-
-    def drift(self, x, a):
-        return a.to(x)
-
-    def diffusion(self, x, a):
-        return torch.zeros(x.shape[0], 1, 1, dtype=x.dtype, device=x.device)
-
-    def reward(self, x, a):
-        return -torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
-
-    def exact(self):
-        return MinimumTimeSolution(self.half_width, self.rho)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The solver
-# ---------------------------------------------------------------------------------------------------------
-def _boundary_spec(name: str, spec):
-    if isinstance(spec, str):
-        if spec != "reflecting":
-            raise ValueError(f"{name} must be 'reflecting', a number or a callable, got {spec!r}")
-        return spec
+def _boundary_spec(spec):
+    bad = ValueError(f"boundary must be 'reflecting', a number or a callable, got {spec!r}")
+    if isinstance(spec, (str, bool)):
+        if spec == "reflecting":
+            return spec
+        raise bad
     if callable(spec):
         return spec
-    if isinstance(spec, bool):
-        raise ValueError(f"{name} must be 'reflecting', a number or a callable, got {spec!r}")
     try:
         v = float(spec)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be 'reflecting', a number or a callable, got {spec!r}") from e
+        raise bad from e
     if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {spec!r}")
+        raise ValueError(f"boundary must be finite, got {spec!r}")
     return v
 
 
-class FiniteDifferenceSolver:
+def _boundaries(boundary) -> tuple:
+    """One boundary spec for both ends, or a pair (left, right), checked: a pair of specs."""
+    pair = boundary if isinstance(boundary, (tuple, list)) else (boundary, boundary)
+    if len(pair) != 2:
+        raise ValueError(f"boundary must be one spec or a pair (left, right), got {boundary!r}")
+    return tuple(_boundary_spec(b) for b in pair)
+
+
+def _nodes(problem, domain, grid, n: int) -> torch.Tensor:
+    """The grid: ``grid`` when given (checked), else ``n`` even nodes on ``domain`` (default: the problem's)."""
+    if grid is not None:
+        g = np.asarray(grid.detach().cpu() if isinstance(grid, torch.Tensor) else grid, dtype=np.float64).reshape(-1)
+        if g.size < 3 or not np.all(np.isfinite(g)) or not np.all(np.diff(g) > 0):
+            raise ValueError("grid must be a finite, strictly increasing 1-D array of at least 3 nodes")
+        return torch.from_numpy(g.copy())
+    if domain is None:
+        domain = (float(problem.domain[0][0]), float(problem.domain[1][0]))
+    try:
+        lo, hi = (float(v) for v in domain)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"domain must be a pair (lo, hi) of numbers, got {domain!r}") from e
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"domain must be a finite interval with lo < hi, got {domain!r}")
+    return torch.linspace(lo, hi, int(n), dtype=torch.float64)
+
+
+def _action_box(problem, search_box):
+    """The box searched for actions (low (k,), high (k,)) and which of its sides are real bounds: infinite
+    bounds are replaced by ``search_box`` (default +-10), which may grow during a solve."""
+    k = problem.action_dim
+    if search_box is None:
+        sl, sh = torch.full((k,), -10.0, dtype=torch.float64), torch.full((k,), 10.0, dtype=torch.float64)
+    else:
+        try:
+            sl, sh = (torch.tensor(v, dtype=torch.float64).reshape(-1).expand(k).clone() for v in search_box)
+        except RuntimeError as e:
+            raise ValueError(f"search_box must be a pair (low, high) of numbers or length-{k} arrays, "
+                             f"got {search_box!r}") from e
+    low, high = problem.action_low.clone(), problem.action_high.clone()
+    hard_low, hard_high = torch.isfinite(low), torch.isfinite(high)
+    low = torch.where(hard_low, low, torch.minimum(sl, high - 1.0))
+    high = torch.where(hard_high, high, torch.maximum(sh, low + 1.0))
+    return low, high, hard_low, hard_high
+
+
+class FiniteDifferenceSolver(IterativeSolver):
     """Monotone implicit finite differences with policy iteration for a 1-D discounted HJB (see module doc).
 
-    ``FiniteDifferenceSolver(problem, domain=(lo, hi), n=2001).solve()`` returns a
-    :class:`FiniteDifferenceSolution`. ``problem`` is any :class:`~hjbcourse.ControlProblem` with
-    ``state_dim == 1``; only its ``drift``, ``diffusion``, ``reward``, ``rho`` and action box are used.
-
-    Parameters: ``domain`` (default: the problem's) and ``n`` nodes of an even grid, or ``grid``: any strictly
-    increasing 1-D array of nodes (then ``domain`` and ``n`` are ignored); ``boundary``: ``"reflecting"``, a
-    number or a callable (B, 1) -> (B, 1) giving the value at the ends, or a pair (left, right) of those;
-    ``scheme``: ``"upwind"`` or ``"hybrid"``; ``action_grid``, ``refinements``, ``search_box`` control the
-    maximisation over actions; ``max_iter``, ``tol`` (on sup |V_new - V_old| relative to max(1, sup |V|))
-    and ``time_step`` (inf: pure policy iteration) the outer loop.
+    ``FiniteDifferenceSolver(problem, config=None, *, domain=None, grid=None, boundary="reflecting",
+    **options).solve()`` returns a :class:`FiniteDifferenceSolution`. ``problem``: a ControlProblem with
+    ``state_dim == 1``; ``config``: a :class:`FiniteDifferenceConfig` (default: the quick preset), whose fields
+    keyword ``options`` override (``n=2001``, ``scheme="hybrid"``, ...; ``max_iter`` is ``iterations``).
+    The problem's data: ``domain`` (default: the problem's), cut into ``n`` even nodes, or ``grid``, strictly
+    increasing nodes; ``boundary``: ``"reflecting"``, a number or a callable (B, 1) -> (B, 1), or a pair
+    (left, right) of those (a checkpoint keeps all but a callable: give it again, ``load(..., boundary=g)``).
     """
 
-    def __init__(self, problem: ControlProblem, domain=None, n: int = 2001, *, grid=None, boundary="reflecting",
-                 scheme: str = "upwind", action_grid: int | None = None, refinements: int = 30, search_box=None,
-                 max_iter: int = 200, tol: float = 1e-10, time_step: float = math.inf, multilevel: bool = True,
-                 coarsest: int = 101, progress: bool = False):
+    Config = FiniteDifferenceConfig
+    guarded = ("change",)
+    shown = ("change",)
+
+    def __init__(self, problem: ControlProblem, config: FiniteDifferenceConfig | None = None, *, domain=None,
+                 grid=None, boundary="reflecting", **options):
         if not isinstance(problem, ControlProblem):
             raise ValueError(f"problem must be a ControlProblem, got {type(problem).__name__}")
         if problem.state_dim != 1:
             raise ValueError(f"problem must be one-dimensional (state_dim == 1), got state_dim={problem.state_dim}")
+        config = self._init_run(_configure(config, options))
         self.problem = problem
-        if grid is not None:
-            g = np.asarray(grid.detach().cpu() if isinstance(grid, torch.Tensor) else grid, dtype=np.float64).reshape(-1)
-            if g.size < 3 or not np.all(np.isfinite(g)) or not np.all(np.diff(g) > 0):
-                raise ValueError("grid must be a finite, strictly increasing 1-D array of at least 3 nodes")
-            self.x = torch.from_numpy(g.copy())
-        else:
-            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 3:
-                raise ValueError(f"n must be an integer >= 3, got {n!r}")
-            if domain is None:
-                domain = (float(problem.domain[0][0]), float(problem.domain[1][0]))
-            try:
-                lo, hi = (float(v) for v in domain)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"domain must be a pair (lo, hi) of numbers, got {domain!r}") from e
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise ValueError(f"domain must be a finite interval with lo < hi, got {domain!r}")
-            self.x = torch.linspace(lo, hi, int(n), dtype=torch.float64)
-        if isinstance(boundary, (tuple, list)):
-            if len(boundary) != 2:
-                raise ValueError(f"boundary must be one spec or a pair (left, right), got {boundary!r}")
-            self.boundary = (_boundary_spec("boundary", boundary[0]), _boundary_spec("boundary", boundary[1]))
-        else:
-            b = _boundary_spec("boundary", boundary)
-            self.boundary = (b, b)
-        if scheme not in ("upwind", "hybrid"):
-            raise ValueError(f"scheme must be 'upwind' or 'hybrid', got {scheme!r}")
-        self.scheme = scheme
-        k = problem.action_dim
-        if action_grid is None:
-            action_grid = 21 if k == 1 else (11 if k == 2 else 7)
-        if isinstance(action_grid, bool) or not isinstance(action_grid, (int, np.integer)) or action_grid < 3:
-            raise ValueError(f"action_grid must be an integer >= 3, got {action_grid!r}")
-        if isinstance(refinements, bool) or not isinstance(refinements, (int, np.integer)) or refinements < 0:
-            raise ValueError(f"refinements must be a non-negative integer, got {refinements!r}")
-        self.action_grid, self.refinements = int(action_grid), int(refinements)
-        low, high = problem.action_low.clone(), problem.action_high.clone()
-        if search_box is not None:
-            try:
-                sl, sh = (torch.as_tensor(np.asarray(v, dtype=np.float64)).reshape(-1).expand(k).clone() for v in search_box)
-            except (TypeError, ValueError, RuntimeError) as e:
-                raise ValueError(f"search_box must be a pair (low, high) of numbers or length-{k} arrays, got {search_box!r}") from e
-            if not bool((sl < sh).all()) or not bool(torch.isfinite(sl).all() & torch.isfinite(sh).all()):
-                raise ValueError(f"search_box must be finite with low < high, got {search_box!r}")
-        else:
-            sl, sh = torch.full((k,), -10.0, dtype=torch.float64), torch.full((k,), 10.0, dtype=torch.float64)
-        # The real bounds are kept; infinite ones are replaced by the search box, which may grow.
-        self._hard_low, self._hard_high = torch.isfinite(low), torch.isfinite(high)
-        self.low = torch.where(self._hard_low, low, torch.minimum(sl, high - 1.0))
-        self.high = torch.where(self._hard_high, high, torch.maximum(sh, self.low + 1.0))
-        max_iter = _positive_int("max_iter", max_iter)
-        if not (_real(tol) and tol > 0):
-            raise ValueError(f"tol must be a positive number, got {tol!r}")
-        if not (_real(time_step) and time_step > 0):
-            raise ValueError(f"time_step must be positive (math.inf for pure policy iteration), got {time_step!r}")
-        if isinstance(coarsest, bool) or not isinstance(coarsest, (int, np.integer)) or coarsest < 3:
-            raise ValueError(f"coarsest must be an integer >= 3, got {coarsest!r}")
-        self.max_iter, self.tol, self.time_step, self.progress = int(max_iter), float(tol), float(time_step), bool(progress)
-        self.multilevel, self.coarsest = bool(multilevel), int(coarsest)
+        self.x = _nodes(problem, domain, grid, config.n)
+        self.boundary = _boundaries(boundary)
+        self.scheme, self.refinements, k = config.scheme, config.refinements, problem.action_dim
+        self.action_grid = config.action_grid or (21 if k == 1 else (11 if k == 2 else 7))
+        self.low, self.high, self._hard_low, self._hard_high = _action_box(problem, config.search_box)
         self._prepare_grid()
+        # the run: grid values and policy (None before the first step), the search box as it grew, coarse steps
+        self._V, self._a, self._low, self._high, self._coarse_iterations = None, None, self.low, self.high, 0
 
-    def _clone_on(self, grid: torch.Tensor) -> "FiniteDifferenceSolver":
-        return FiniteDifferenceSolver(self.problem, grid=grid, boundary=self.boundary, scheme=self.scheme,
-                                      action_grid=self.action_grid, refinements=self.refinements,
-                                      search_box=(self.low, self.high),
-                                      max_iter=self.max_iter, tol=self.tol, time_step=self.time_step,
-                                      progress=False, multilevel=self.multilevel, coarsest=self.coarsest)
+    # -- the run: policy iteration on the grid, one step at a time ----------------------------------------
+    def _start(self) -> None:
+        """The first iterate: the boundary values and 0, or the interpolated solution on every other node."""
+        n = self.x.numel()
+        self._V = torch.where(self.dirichlet, self.g, torch.zeros(n, dtype=torch.float64))
+        if not (self.config.multilevel and n > self.config.coarsest):
+            return
+        idx = list(range(0, n, 2))
+        if idx[-1] != n - 1:
+            idx.append(n - 1)
+        coarse = self.config.replace(search_box=(self.low, self.high), progress=False)
+        csol = FiniteDifferenceSolver(self.problem, coarse, grid=self.x[idx], boundary=self.boundary).solve()
+        self._coarse_iterations = csol.iterations + csol.info.get("coarse_iterations", 0)
+        V = torch.from_numpy(np.interp(self.x.numpy(), csol.x.numpy(), csol.V.numpy()))
+        self._V = torch.where(self.dirichlet, self.g, V)
+        self._a = torch.from_numpy(np.stack([np.interp(self.x.numpy(), csol.x.numpy(), csol.a[:, j].numpy())
+                                             for j in range(csol.a.shape[1])], axis=1))
+        c_low, c_high = (torch.as_tensor(b, dtype=torch.float64) for b in csol.info["search_box"])
+        self._low, self._high = torch.minimum(self._low, c_low), torch.maximum(self._high, c_high)
+
+    def _step(self, it: int) -> dict[str, float]:
+        """One step of policy iteration: improve the policy for the current V, then evaluate it."""
+        if self._V is None:
+            self._start()
+        a, _, self._low, self._high = self._improve(self._V, self._a, self._low, self._high)
+        V_new = self.evaluate(a, self._V)
+        check_finite(V_new, "the grid value V", it)
+        change = float((V_new - self._V).abs().max())
+        pchange = math.nan if self._a is None else float((a - self._a).abs().max())
+        self._V, self._a = V_new, a
+        return {"change": change, "policy_change": pchange}
+
+    def _converged(self, row: dict[str, float], it: int) -> bool:
+        return row["change"] <= self.config.tol * max(1.0, float(self._V.abs().max()))
+
+    def solution(self) -> FiniteDifferenceSolution:
+        """The solution so far: V, its greedy policy and the discrete HJB residual. The search box grows during a
+        run (``info["search_box"]``) but the solver keeps its own: a second ``solve()`` gives the same."""
+        t0 = time.perf_counter()
+        if self._V is None:
+            self._start()
+        a, h, low, high = self._improve(self._V, self._a, self._low, self._high)
+        residual = float((self.problem.rho * self._V - h).abs()[~self.dirichlet].max())
+        history = History()
+        history.rows = [dict(r) for r in self.history.rows]
+        return FiniteDifferenceSolution(x=self.x.clone(), V=self._V, a=a, iterations=self.iteration,
+                                        converged=self.converged, residual=residual, history=history,
+                                        seconds=self.seconds + time.perf_counter() - t0,
+                                        info={"scheme": self.scheme, "boundary": self.boundary,
+                                              "coarse_iterations": self._coarse_iterations,
+                                              "search_box": (low.tolist(), high.tolist())})
+
+    def _state(self) -> dict:
+        ends = [b if isinstance(b, (str, float)) else "callable" for b in self.boundary]
+        return {"x": self.x, "boundary": ends, "V": self._V, "a": self._a, "low": self._low, "high": self._high,
+                "coarse_iterations": self._coarse_iterations}
+
+    def _load_state(self, state: dict) -> None:
+        saved = tuple(state["boundary"])
+        if any(s == "callable" and not callable(b) for s, b in zip(saved, self.boundary)):
+            raise ValueError("the checkpoint's boundary value was a callable, which a checkpoint does not hold: "
+                             "give it again, FiniteDifferenceSolver.load(path, problem, boundary=...)")
+        self.boundary = tuple(b if s == "callable" else s for s, b in zip(saved, self.boundary))
+        self.x = state["x"].to(torch.float64)
+        self._prepare_grid()
+        self._V, self._a, self._low, self._high = state["V"], state["a"], state["low"], state["high"]
+        self._coarse_iterations = int(state["coarse_iterations"])
 
     # -- grid geometry and boundary data ----------------------------------------------------------------
     def _prepare_grid(self):
@@ -389,12 +468,8 @@ class FiniteDifferenceSolver:
 
     def _model(self, x: torch.Tensor, a: torch.Tensor):
         """(N, 1), (N, k) -> drift (N,), variance s^2 (N,), reward (N,)."""
-        p = self.problem
-        f = p.drift(x, a).reshape(-1)
-        S = p.diffusion(x, a)
-        s2 = (S * S).sum(dim=(-2, -1)).reshape(-1)
-        r = p.reward(x, a).reshape(-1)
-        return f, s2, r
+        f, S, r = self.problem.drift(x, a), self.problem.diffusion(x, a), self.problem.reward(x, a)
+        return f.reshape(-1), (S * S).sum(dim=(-2, -1)).reshape(-1), r.reshape(-1)
 
     # -- the maximisation over actions -------------------------------------------------------------------
     def _hamiltonian(self, idx, a, D):
@@ -512,63 +587,10 @@ class FiniteDifferenceSolver:
     def evaluate(self, a: torch.Tensor, V_old: torch.Tensor | None = None) -> torch.Tensor:
         """(n, k) -> (n,): the grid value of the policy a, solving ((rho + 1/Delta) I - A(a)) V = r + V_old/Delta."""
         up, down, r = self._operator(a)
-        inv_dt = 0.0 if math.isinf(self.time_step) else 1.0 / self.time_step
+        inv_dt = 0.0 if math.isinf(self.config.time_step) else 1.0 / self.config.time_step
         diag = (self.problem.rho + inv_dt + up + down).numpy()
         M = scipy.sparse.diags([-down[1:].numpy(), diag, -up[:-1].numpy()], [-1, 0, 1], format="csc")
         rhs = r.numpy().copy()
         if inv_dt and V_old is not None:
             rhs = rhs + inv_dt * V_old.numpy()
         return torch.from_numpy(scipy.sparse.linalg.spsolve(M, rhs))
-
-    def solve(self) -> FiniteDifferenceSolution:
-        """Policy iteration on the grid until sup |V_new - V_old| <= tol * max(1, sup |V|).
-
-        Repeatable: the search box grows during a solve (``info["search_box"]`` is where it ended) but the
-        solver keeps its own, so a second ``solve()`` gives the same result."""
-        import time
-
-        t0 = time.perf_counter()
-        low, high = self.low, self.high
-        n = self.x.numel()
-        hist = History()
-        V = torch.where(self.dirichlet, self.g, torch.zeros(n, dtype=torch.float64))
-        coarse_iterations = 0
-        a_old = None
-        if self.multilevel and n > self.coarsest:
-            # Nested iteration: solve on every other node first and start from its interpolated value. Policy
-            # iteration moves information about one node per step where the policy must change sign (e.g. a
-            # minimum-time problem started from V = 0), so a good start saves most of the fine-grid steps.
-            idx = list(range(0, n, 2))
-            if idx[-1] != n - 1:
-                idx.append(n - 1)
-            coarse = self._clone_on(self.x[idx])
-            csol = coarse.solve()
-            coarse_iterations = csol.iterations + csol.info.get("coarse_iterations", 0)
-            V = torch.from_numpy(np.interp(self.x.numpy(), csol.x.numpy(), csol.V.numpy()))
-            V = torch.where(self.dirichlet, self.g, V)
-            a_old = torch.from_numpy(np.stack([np.interp(self.x.numpy(), csol.x.numpy(), csol.a[:, j].numpy())
-                                               for j in range(csol.a.shape[1])], axis=1))
-            c_low, c_high = (torch.as_tensor(b, dtype=torch.float64) for b in csol.info["search_box"])
-            low, high = torch.minimum(low, c_low), torch.maximum(high, c_high)
-        converged = False
-        it = 0
-        for it in _progress(range(1, self.max_iter + 1), desc="finite differences", enabled=self.progress):
-            a, _, low, high = self._improve(V, a_old, low, high)
-            V_new = self.evaluate(a, V)
-            check_finite(V_new, "the grid value V", it)
-            change = float((V_new - V).abs().max())
-            pchange = math.nan if a_old is None else float((a - a_old).abs().max())
-            hist.log(it, change=change, policy_change=pchange)
-            V, a_old = V_new, a
-            if change <= self.tol * max(1.0, float(V.abs().max())):
-                converged = True
-                break
-        a, h, low, high = self._improve(V, a_old, low, high)
-        rho = self.problem.rho
-        res = (rho * V - h).abs()
-        residual = float(res[~self.dirichlet].max())
-        return FiniteDifferenceSolution(x=self.x.clone(), V=V, a=a, iterations=it, converged=converged,
-                                        residual=residual, history=hist, seconds=time.perf_counter() - t0,
-                                        info={"scheme": self.scheme, "boundary": self.boundary,
-                                              "coarse_iterations": coarse_iterations,
-                                              "search_box": (low.tolist(), high.tolist())})

@@ -24,10 +24,9 @@ import math
 
 import numpy as np
 import torch
-from scipy import stats
-
-from .problems import FiniteHorizonProblem, _positive_int, _scalar
-from .runtime import make_generator
+from .._checks import _positive_int, _scalar
+from ..runtime import make_generator
+from .base import FiniteHorizonProblem
 
 __all__ = ["HighDimLQG", "grid_points"]
 
@@ -158,6 +157,8 @@ class HighDimLQG(FiniteHorizonProblem):
         nodes, weights = _PANEL_RULE if rule is None else rule
         v = lo[:, None] + nodes[None, :]                           # (n, P)
         s = v * v
+        from scipy import stats  # loaded on first use: scipy.stats costs ~0.4 s to import
+
         with np.errstate(under="ignore"):
             if np.all(nc == 0.0):
                 dens = stats.chi2.pdf(s, dof)
@@ -243,16 +244,16 @@ class HighDimLQG(FiniteHorizonProblem):
 
         return float(self._radial_mean(rate, float(self.dim), np.zeros(1), t, rule=_COARSE_RULE)[0])
 
-    def euler_bias(self, num_steps: int) -> float:
+    def euler_bias(self, n_steps: int) -> float:
         """The time-discretisation error of the deep BSDE method's roll-out in u(0, 0), evaluated at the
-        exact Z: E g(X_T) - dt sum_{n<N} phi(t_n) - u(0, 0) with N = ``num_steps`` (:meth:`nonlinear_cost_rate`).
+        exact Z: E g(X_T) - dt sum_{n<N} phi(t_n) - u(0, 0) with N = ``n_steps`` (:meth:`nonlinear_cost_rate`).
 
         The Euler step evaluates the driver at the left end of each step, so this is O(1/N): an error the
         method makes at that N however well its networks are trained (to first order in the Z error).
         """
-        num_steps = _positive_int("num_steps", num_steps)
-        dt = self.T / num_steps
-        riemann = dt * sum(self.nonlinear_cost_rate(n * dt) for n in range(num_steps))
+        n_steps = _positive_int("n_steps", n_steps)
+        dt = self.T / n_steps
+        riemann = dt * sum(self.nonlinear_cost_rate(n * dt) for n in range(n_steps))
         origin = torch.zeros(1, self.dim, dtype=torch.float64)
         integral = float(self.uncontrolled_cost(0.0, origin) - self.exact_value(0.0, origin))
         return integral - riemann

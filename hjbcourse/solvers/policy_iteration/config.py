@@ -1,0 +1,178 @@
+"""The settings of neural policy iteration: :class:`PolicyIterationConfig` and its presets."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ...generator import GENERATOR_METHODS
+from ...nets import ACTIVATIONS
+from ...sde import SDE_SCHEMES
+from ...training import SolverConfig
+
+__all__ = ["PolicyIterationConfig", "INPUT_SCALINGS", "VALUE_FITS"]
+
+#: how the networks read a state: affinely in x, or affinely in log x (positive states)
+INPUT_SCALINGS = ("affine", "log")
+#: how the value is fitted to its targets: plain least squares, or weighted by 1 / V_old(x)^2
+VALUE_FITS = ("absolute", "relative")
+
+
+@dataclass(frozen=True)
+class PolicyIterationConfig(SolverConfig):
+    """Settings of :class:`PolicyIteration`; build one with ``PolicyIterationConfig.preset("quick", seed=0)``.
+
+    Budget and stopping: at most ``iterations`` policy iterations; stop earlier once, for ``patience``
+    iterations in a row (and after ``min_iterations``), both the estimated value error
+    change / (1 - e^{-rho T}) and the relative change of the policy are below ``tol``. (That estimate is the
+    error of the previous iterate when the error contracts by e^{-rho T} per iteration, so it bounds the
+    current one's.)
+
+    Evaluation: ``n_states`` training states per iteration, ``paths_per_state`` paths from each (an even
+    number when ``antithetic``), horizon ``horizon`` (None: 0.5 / rho) with step ``dt`` and SDE ``scheme``;
+    the first evaluation (from V_0 = 0) uses ``initial_horizon`` (None: 3 / rho) and ``initial_dt`` (None:
+    initial_horizon / 200, at least dt). ``control_variate`` subtracts the zero-mean martingale term,
+    evaluating grad V_old every ``cv_stride`` steps. A fraction ``replay_fraction`` (at most one half) of the training states
+    are the end points X_T of the previous evaluation's paths from ``problem.sample_states`` (for the first
+    iteration, of a pilot simulation of the initial policy): the bootstrap evaluates V_old at X_T, so V must
+    be fitted there too, also where the paths leave the region the reader looks at (Merton's wealth does).
+
+    The first evaluation has no control variate (V_0 = 0), so it averages ``initial_paths_per_state``
+    paths per state (None: ``paths_per_state``); simulating is cheap next to fitting, and the first fit
+    decides the first improved policy.
+
+    Networks: value ``value_width`` x ``value_depth``, policy ``policy_width`` x ``policy_depth``, smooth
+    ``activation``, their inputs mapped to [-1, 1] on ``problem.domain``: affinely (``input_scaling=
+    "affine"``) or affinely in log x (``"log"``, for positive states that move geometrically and span a
+    ratio, like wealth). ``state_box`` (None: off) is the domain enlarged that many times about its centre in
+    those input coordinates: replayed end points are clamped into it, the policy is constant beyond it and
+    the value continues to first order along its slope at the box's face, instead of extrapolating freely
+    where no state was trained.
+
+    Fitting: ``value_steps`` Adam steps on minibatches of ``value_batch`` per iteration, the learning rate
+    decaying geometrically from ``value_lr`` to ``value_lr_final`` over the budget, then ``polish_steps``
+    full-batch L-BFGS steps. ``value_fit="relative"`` weights each squared error by 1 / V_old(x)^2 (the
+    previous iteration's value at the state, normalised to mean 1, :func:`relative_weights`): a fit by
+    relative error, for a value whose magnitude varies by orders over the states (the first fit, from
+    V_0 = 0, stays unweighted; the logged ``value_fit_mse`` is then the weighted one). ``value_sign`` (-1 or 1,
+    None: off) declares the value's sign and makes the value network sign * exp(N(x))
+    (:class:`SignedExpValue`), so V keeps its sign and grad V / V is a smooth output of the network; the
+    first targets must have that sign on average. Neither reads anything but the targets and V_old.
+    Improvement: ``policy="actor"`` (``policy_steps`` full-batch Adam steps at ``policy_lr``) or
+    ``policy="greedy"`` (closed form, control-affine problems with quadratic action cost). The actor starts
+    from the constant ``initial_action`` (None: the squash of 0, i.e. 0 for unbounded actions and the middle
+    of the box for bounded ones). Policy iteration needs an admissible first policy, one whose value is
+    finite: choose ``initial_action`` so (for Merton, a consumption rate below the growth of wealth).
+    ``generator_method`` computes L^a V in the HJB-residual diagnostic; ``n_eval`` states score it.
+
+    Shared with every solver's config: ``seed`` (the networks' initialisation, and three random streams:
+    training states from ``seed``, paths from ``seed + 1``, minibatches from ``seed + 2``), ``device``,
+    ``dtype`` and ``progress`` (a progress bar).
+    """
+
+    iterations: int = 15
+    n_states: int = 1024
+    paths_per_state: int = 2
+    initial_paths_per_state: int | None = None
+    antithetic: bool = True
+    horizon: float | None = None
+    initial_horizon: float | None = None
+    dt: float = 0.02
+    initial_dt: float | None = None
+    scheme: str = "weak2"
+    control_variate: bool = True
+    cv_stride: int = 2
+    value_width: int = 32
+    value_depth: int = 3
+    policy_width: int = 32
+    policy_depth: int = 2
+    activation: str = "tanh"
+    input_scaling: str = "affine"
+    replay_fraction: float = 0.25
+    state_box: float | None = None
+    value_steps: int = 300
+    value_batch: int = 512
+    value_lr: float = 3e-3
+    value_lr_final: float = 3e-4
+    polish_steps: int = 0
+    value_fit: str = "absolute"
+    value_sign: int | None = None
+    policy: str = "actor"
+    initial_action: tuple | None = None
+    policy_steps: int = 200
+    policy_lr: float = 3e-3
+    generator_method: str = "forward"
+    tol: float = 5e-3
+    patience: int = 2
+    min_iterations: int = 4
+    n_eval: int = 2048
+
+    PRESETS: ClassVar[dict] = {
+        "quick": {},
+        "full": {"iterations": 30, "n_states": 8192, "paths_per_state": 4, "dt": 0.01, "cv_stride": 1,
+                 "value_width": 64, "policy_width": 64, "value_steps": 600, "value_batch": 1024,
+                 "policy_steps": 400, "tol": 1e-3, "n_eval": 8192},
+        "smoke": {"iterations": 2, "n_states": 256, "value_steps": 20, "polish_steps": 5, "policy_steps": 10, "value_width": 16,
+                  "policy_width": 16, "initial_horizon": 2.0, "horizon": 0.5, "dt": 0.05, "n_eval": 256,
+                  "min_iterations": 1},
+    }
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._check_ints("iterations", "n_states", "paths_per_state", "cv_stride", "value_width", "value_depth",
+                         "policy_width", "policy_depth", "value_steps", "value_batch", "policy_steps", "patience",
+                         "n_eval")
+        self._check_ints("polish_steps", "min_iterations", minimum=0)
+        if self.antithetic and self.paths_per_state % 2:
+            raise ValueError(f"paths_per_state must be even when antithetic=True, got {self.paths_per_state}")
+        ipp = self.initial_paths_per_state
+        if ipp is not None and (not isinstance(ipp, int) or isinstance(ipp, bool) or ipp < 1
+                                or (self.antithetic and ipp % 2)):
+            raise ValueError(f"initial_paths_per_state must be None or a positive integer (even when antithetic), "
+                             f"got {ipp!r}")
+        self._check_positive_numbers("horizon", "initial_horizon", "initial_dt", allow_none=True)
+        if self.state_box is not None and not (isinstance(self.state_box, (int, float))
+                                                and math.isfinite(self.state_box) and self.state_box >= 1):
+            raise ValueError(f"state_box must be a number >= 1 or None, got {self.state_box!r}")
+        # replayed states are drawn without repetition from the end points of the domain states' paths, one
+        # per domain state, so at most half the states can be replayed
+        if isinstance(self.replay_fraction, bool) or not (isinstance(self.replay_fraction, (int, float))
+                                                          and 0 <= self.replay_fraction <= 0.5):
+            raise ValueError(f"replay_fraction must be in [0, 0.5], got {self.replay_fraction!r}")
+        self._check_positive_numbers("dt", "value_lr", "value_lr_final", "policy_lr", "tol")
+        if self.scheme not in SDE_SCHEMES:
+            raise ValueError(f"scheme must be one of {SDE_SCHEMES}, got {self.scheme!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.input_scaling not in INPUT_SCALINGS:
+            raise ValueError(f"input_scaling must be one of {INPUT_SCALINGS}, got {self.input_scaling!r}")
+        if self.policy not in ("actor", "greedy"):
+            raise ValueError(f"policy must be 'actor' or 'greedy', got {self.policy!r}")
+        if self.initial_action is not None:
+            try:
+                vals = tuple(float(v) for v in self.initial_action)
+            except TypeError as e:
+                raise ValueError(f"initial_action must be a sequence of numbers, got {self.initial_action!r}") from e
+            if not all(math.isfinite(v) for v in vals):
+                raise ValueError(f"initial_action must be finite, got {self.initial_action!r}")
+            object.__setattr__(self, "initial_action", vals)
+        if self.value_fit not in VALUE_FITS:
+            raise ValueError(f"value_fit must be one of {VALUE_FITS}, got {self.value_fit!r}")
+        if self.value_sign is not None and (not isinstance(self.value_sign, int) or isinstance(self.value_sign, bool)
+                                            or self.value_sign not in (-1, 1)):
+            raise ValueError(f"value_sign must be None, -1 or 1, got {self.value_sign!r}")
+        if self.generator_method not in GENERATOR_METHODS:
+            raise ValueError(f"generator_method must be one of {GENERATOR_METHODS}, got {self.generator_method!r}")
+
+    def horizons(self, rho: float) -> tuple[float, float, float, float]:
+        """(T, dt, T0, dt0): the evaluation horizon and step, and those of the first evaluation, for ``rho``.
+
+        Horizons are rounded to whole multiples of their steps.
+        """
+        T = self.horizon if self.horizon is not None else 0.5 / rho
+        T = max(self.dt, round(T / self.dt) * self.dt)
+        T0 = self.initial_horizon if self.initial_horizon is not None else 3.0 / rho
+        dt0 = self.initial_dt if self.initial_dt is not None else max(self.dt, T0 / 200)
+        T0 = max(dt0, round(T0 / dt0) * dt0)
+        return T, self.dt, T0, dt0
+

@@ -1,0 +1,276 @@
+"""The solver: :class:`PolicyIteration` alternates evaluation (:mod:`.evaluation`) and improvement
+(:mod:`.improvement`) on the networks of :mod:`.networks`; :meth:`PolicyIteration.solve` returns a
+:class:`PolicyIterationSolution`. The run loop and checkpoints are those of every iterative solver
+(:class:`~hjbcourse.solvers.base.IterativeSolver`)."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+from ...generator import hjb_residual_norm
+from ...metrics import relative_l2
+from ...problems import ControlProblem
+from ...runtime import _forked_rng, make_generator
+from ...sde import simulate
+from ...training import check_finite
+from ..base import IterativeSolver, restore_generator
+from .config import PolicyIterationConfig
+from .evaluation import fit_value, relative_weights, rollout_targets
+from .improvement import greedy_objective, improve_policy
+from .networks import (GreedyPolicy, SignedExpValue, clamp_to_box, evaluation_states, make_policy_network,
+                       make_value_network, set_constant_action, training_states)
+
+__all__ = ["PolicyIteration", "PolicyIterationSolution"]
+
+
+class PolicyIterationSolution:
+    """What :meth:`PolicyIteration.solve` returns: ``value(x)`` (B, d) -> (B, 1), ``policy(x)`` (B, d) -> (B, k),
+    the ``history`` of diagnostics, the networks ``value_net`` and ``policy_net`` (None with the greedy
+    policy), and ``iterations``, ``converged``, ``seconds``."""
+
+    def __init__(self, problem, value_net, policy_net, history, config, iterations, converged, seconds):
+        self.problem = problem
+        self.value_net = value_net
+        self.policy_net = policy_net
+        self.history = history
+        self.config = config
+        self.iterations = iterations
+        self.converged = converged
+        self.seconds = seconds
+        self._greedy = GreedyPolicy(problem, value_net) if policy_net is None else None
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, 1), differentiable in x (for residuals and gradients)."""
+        self.problem.check_state(x)
+        p = next(self.value_net.parameters())
+        return self.value_net(x.to(dtype=p.dtype, device=p.device)).to(x.dtype)
+
+    def policy(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, k), detached."""
+        self.problem.check_state(x)
+        p = next(self.value_net.parameters())
+        xx = x.to(dtype=p.dtype, device=p.device)
+        if self._greedy is not None:
+            return self._greedy(xx).to(x.dtype)
+        with torch.no_grad():
+            return self.policy_net(xx).to(x.dtype)
+
+    def errors(self, x: torch.Tensor | None = None) -> dict[str, float]:
+        """The closed form's score of this solution on ``x`` (default: the solver's evaluation states)."""
+        x = evaluation_states(self.problem, self.config.n_eval, dtype=torch.float64) if x is None else x
+        self.problem.check_state(x)
+        return self.problem.exact().score(self, x)
+
+    def __repr__(self):
+        return (f"PolicyIterationSolution({self.problem!r}, iterations={self.iterations}, converged={self.converged}, "
+                f"{self.seconds:.1f} s)")
+
+
+class PolicyIteration(IterativeSolver):
+    """Neural policy iteration for a :class:`~hjbcourse.ControlProblem` (book: chapter "Policy iteration").
+
+    ``PolicyIteration(problem, config).solve()`` returns a :class:`PolicyIterationSolution`; one :meth:`step`
+    is one policy iteration (an evaluation, a fit of V, an improvement). Any problem with ``drift``,
+    ``diffusion``, ``reward``, ``rho``, a ``domain`` and ``sample_states`` works; when it has ``exact()``, the
+    errors against it are logged every iteration. :meth:`save` and :meth:`load` checkpoint the networks,
+    optimisers, random streams, history and iteration count; ``solve()`` after ``load`` continues the run.
+    On the same kind of device the random streams continue where they stopped, so a resumed run repeats an
+    uninterrupted one. A generator's state cannot move between a CPU and a GPU: on another device the streams
+    restart, seeded from ``config.seed`` and the iteration reached.
+    """
+
+    Config = PolicyIterationConfig
+    guarded = ("value_fit_mse", "policy_objective")
+    shown = ("value_fit_mse", "hjb_residual", "value_rel_l2")
+
+    def __init__(self, problem: ControlProblem, config: PolicyIterationConfig | None = None):
+        if not isinstance(problem, ControlProblem):
+            raise ValueError(f"problem must be a ControlProblem, got {type(problem).__name__}")
+        config = self._init_run(config)
+        if config.scheme == "weak2" and not (problem.additive_noise or problem.noise_dim == 1):
+            raise ValueError("scheme 'weak2' needs additive noise or one noise dimension; set scheme='euler' "
+                             "with a small dt for this problem")
+        self.problem = problem
+        dtype, device = config.torch_dtype, config.torch_device
+        with _forked_rng(config.seed, device):  # seeded initialisation, the caller's generators left alone
+            self.value_net = make_value_network(problem, config.value_width, config.value_depth, config.activation,
+                                                dtype, device, config.input_scaling,
+                                                config.state_box, config.value_sign)
+            self.policy_net = None
+            if config.policy == "actor":
+                self.policy_net = make_policy_network(problem, config.policy_width, config.policy_depth,
+                                                      config.activation, dtype, device, config.input_scaling,
+                                                      config.state_box)
+        if self.policy_net is not None and config.initial_action is not None:
+            set_constant_action(self.policy_net, problem, config.initial_action)
+        self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
+        self.policy_opt = (torch.optim.Adam(self.policy_net.parameters(), lr=config.policy_lr)
+                           if self.policy_net is not None else None)
+        self._calm = 0
+        self._state_gen = make_generator(config.seed, "cpu")
+        self._noise_gen = make_generator(config.seed + 1, device)
+        self._batch_gen = make_generator(config.seed + 2, device)
+        self._x_eval = evaluation_states(problem, config.n_eval, dtype=dtype, device=device)
+        self._endpoints = None
+        self._exact = None
+        try:
+            self._exact = problem.exact()
+        except NotImplementedError:
+            pass
+        if config.policy == "greedy":
+            GreedyPolicy(problem, self.value_net).check(
+                problem.sample_states(64, make_generator(0, "cpu"), dtype=torch.float64))
+
+    # -- the current policy --------------------------------------------------------------------------
+    def current_policy(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The policy the next evaluation rolls out: the actor, or the greedy policy of the current V
+        (with V = 0 before the first evaluation)."""
+        return self._policy(fitted=self.iteration > 0)
+
+    def _policy(self, fitted: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self.policy_net is not None:
+            return self.policy_net
+        if not fitted:
+            return GreedyPolicy(self.problem, lambda x: x.sum(-1, keepdim=True) * 0.0)
+        return GreedyPolicy(self.problem, self.value_net)
+
+    def solution(self) -> PolicyIterationSolution:
+        return PolicyIterationSolution(self.problem, self.value_net, self.policy_net, self.history, self.config,
+                                       self.iteration, self.converged, self.seconds)
+
+    # -- one iteration --------------------------------------------------------------------------------
+    def _step(self, it: int) -> dict[str, float]:
+        """One policy iteration: evaluate the current policy, fit V to the targets, improve, score."""
+        policy = self.current_policy()
+        x, n_domain = self._training_batch(policy)
+        with torch.no_grad():
+            v_old = None if self.iteration == 0 else self.value_net(self._x_eval)
+            a_old = policy(self._x_eval)
+        y, se = self._evaluate(policy, x, n_domain, it)
+        mse = self._fit(x, y, it)
+        q = (improve_policy(self.problem, self.policy_net, self.value_net, x, self.policy_opt,
+                            self.config.policy_steps, it)
+             if self.policy_net is not None else greedy_objective(self.problem, self.value_net, x, it))
+        return self._diagnostics(mse, se, q, v_old, a_old)
+
+    def _training_batch(self, policy) -> tuple[torch.Tensor, int]:
+        """The iteration's training states and how many of them (the first ones) come from the domain: the
+        rest, ``replay_fraction`` of them, are end points of the previous evaluation's paths (for the first
+        iteration, of a pilot simulation of the initial policy over one horizon)."""
+        cfg, p = self.config, self.problem
+        dtype, device = cfg.torch_dtype, cfg.torch_device
+        n_replay = int(round(cfg.replay_fraction * cfg.n_states))
+        x_dom = training_states(p, cfg.n_states - n_replay, self._state_gen, dtype, device)
+        if not n_replay:
+            return x_dom, x_dom.shape[0]
+        if self._endpoints is None:  # pilot: where the initial policy's paths end after one horizon
+            T, dt, _, _ = cfg.horizons(p.rho)
+            pilot = training_states(p, n_replay, self._state_gen, dtype, device)
+            with torch.no_grad():
+                x_T = simulate(p, policy, pilot, T, dt, scheme=cfg.scheme, generator=self._noise_gen).x_T
+            self._endpoints = clamp_to_box(p, x_T, cfg.state_box, cfg.input_scaling)
+        pick = torch.randperm(self._endpoints.shape[0], generator=self._state_gen)[:n_replay].to(device)
+        return torch.cat([x_dom, self._endpoints[pick]]), x_dom.shape[0]
+
+    def _evaluate(self, policy, x: torch.Tensor, n_domain: int, it: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feynman–Kac targets y (B, 1) of ``policy`` at ``x`` and their standard errors; keeps the end points
+        of the domain states' paths for the next replay. The first evaluation (V_0 = 0) runs over the longer
+        ``initial_horizon`` and sets the value network's output scale from its targets."""
+        cfg, p = self.config, self.problem
+        first = self.iteration == 0
+        T, dt, T0, dt0 = cfg.horizons(p.rho)
+        paths = (cfg.initial_paths_per_state or cfg.paths_per_state) if first else cfg.paths_per_state
+        y, se, x_end = rollout_targets(p, policy, None if first else self.value_net, x, T0 if first else T,
+                                       dt0 if first else dt, paths, cfg.antithetic, cfg.scheme,
+                                       cfg.control_variate, cfg.cv_stride, self._noise_gen, return_endpoints=True)
+        if not first:
+            self._endpoints = clamp_to_box(p, x_end[:n_domain], cfg.state_box, cfg.input_scaling)
+        check_finite(y, "the Feynman-Kac targets", it)
+        if first and isinstance(self.value_net, SignedExpValue):
+            self.value_net.set_output_scale(y)
+        elif first:  # work in units of the value's spread from now on
+            shift, scale = float(y.mean()), float(y.std())
+            self.value_net.out_shift.fill_(shift)
+            self.value_net.out_scale.fill_(scale if scale > 0 else max(abs(shift), 1.0))
+        return y, se
+
+    def _fit(self, x: torch.Tensor, y: torch.Tensor, it: int) -> float:
+        """Fit V to the targets (:func:`fit_value`), the learning rate decaying geometrically from ``value_lr``
+        to ``value_lr_final`` over the budget; returns the fit's mean squared error."""
+        cfg = self.config
+        first = self.iteration == 0
+        weights = None
+        if cfg.value_fit == "relative" and not first:  # the first fit has no previous value: plain least squares
+            with torch.no_grad():
+                weights = relative_weights(self.value_net(x))
+        frac = min(1.0, self.iteration / max(1, cfg.iterations - 1))
+        lr = cfg.value_lr * (cfg.value_lr_final / cfg.value_lr) ** frac
+        for group in self.value_opt.param_groups:
+            group["lr"] = lr
+        # no polish on the first fit: its targets have no control variate, and L-BFGS would fit their noise
+        return fit_value(self.value_net, x, y, self.value_opt, cfg.value_steps, cfg.value_batch, self._batch_gen, it,
+                         0 if first else cfg.polish_steps, weights)
+
+    def _diagnostics(self, mse: float, se: torch.Tensor, q: float, v_old, a_old) -> dict[str, float]:
+        """The iteration's row: the fit, the targets' noise, the policy objective, the HJB residual, the changes
+        of the policy and the value (``v_old``, ``a_old``: before the iteration, on the evaluation states),
+        the value error they imply, and the errors against the closed form when there is one."""
+        cfg, p = self.config, self.problem
+        new_policy = self._policy(fitted=True)
+        with torch.no_grad():
+            v_eval = self.value_net(self._x_eval)
+            a_eval = new_policy(self._x_eval)
+        row = {
+            "value_fit_mse": mse,
+            "target_se": float(se.pow(2).mean().sqrt() / self.value_net.out_scale) if torch.isfinite(se).all() else math.nan,
+            "policy_objective": q,
+            "hjb_residual": hjb_residual_norm(p, self.value_net, new_policy, self._x_eval, cfg.generator_method),
+            "policy_change": relative_l2(a_eval, a_old) if bool(a_old.abs().sum() > 0) else math.nan,
+        }
+        if v_old is not None:
+            change = relative_l2(v_eval, v_old)
+            row["value_change"] = change
+            row["value_error_estimate"] = change / (1.0 - math.exp(-p.rho * cfg.horizons(p.rho)[0]))
+        if self._exact is not None:
+            row.update(self._exact.score(self.solution(), self._x_eval.to(torch.float64)))
+        return row
+
+    def _converged(self, row: dict[str, float], it: int) -> bool:
+        """The stopping rule: for ``patience`` iterations in a row (and after ``min_iterations``), both the
+        estimated value error and the relative change of the policy are below ``tol``."""
+        cfg = self.config
+        calm = (row.get("value_error_estimate", math.inf) < cfg.tol
+                and not (row["policy_change"] >= cfg.tol))
+        self._calm = self._calm + 1 if calm else 0
+        return self._calm >= cfg.patience and it >= cfg.min_iterations
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        gens = (self._state_gen, self._noise_gen, self._batch_gen)
+        return {
+            "value_net": self.value_net.state_dict(),
+            "policy_net": None if self.policy_net is None else self.policy_net.state_dict(),
+            "value_opt": self.value_opt.state_dict(),
+            "policy_opt": None if self.policy_opt is None else self.policy_opt.state_dict(),
+            "calm": self._calm,
+            "rng": [g.get_state() for g in gens],
+            "rng_devices": [g.device.type for g in gens],
+            "endpoints": None if self._endpoints is None else self._endpoints.detach().cpu(),
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        if (state["policy_net"] is None) != (self.policy_net is None):
+            raise ValueError("config.policy differs from the checkpoint's ('actor' vs 'greedy')")
+        self.value_net.load_state_dict(state["value_net"])
+        if self.policy_net is not None:
+            self.policy_net.load_state_dict(state["policy_net"])
+            self.policy_opt.load_state_dict(state["policy_opt"])
+        self.value_opt.load_state_dict(state["value_opt"])
+        self._calm = int(state["calm"])
+        gens = (self._state_gen, self._noise_gen, self._batch_gen)
+        for i, (g, s, saved_on) in enumerate(zip(gens, state["rng"], state["rng_devices"])):
+            restore_generator(g, s, saved_on, self.config.seed + i + 1000 * (self.iteration + 1))
+        if state["endpoints"] is not None:
+            self._endpoints = state["endpoints"].to(dtype=self.config.torch_dtype, device=self.config.torch_device)
