@@ -1,6 +1,15 @@
-"""Time-to-accuracy of neural policy iteration on the chapters' problems (quick preset, CPU).
+"""Time-to-accuracy of neural policy iteration on the chapters' problems, and its robustness on the suite.
 
     python benchmarks/policy_iteration.py [--problems lqr merton lqr10] [--threads 1] [--preset quick]
+    python benchmarks/policy_iteration.py --suite [--families lqr merton] [--names lqr0-1d-1a-stable ...]
+        [--seeds 0 1 2] [--suite-seed 0] [--set key=value ...] [--json rows.json]
+
+``--suite`` runs every problem of ``hjb.suite.problem_suite(suite_seed)`` (or the subset named) with the
+preset and no per-problem setting, and prints per problem and seed: value and policy relative L2 errors
+against the reference (closed form, or the finite-difference solution) over the problem's evaluation states,
+the closed-form constants' errors (P, K; pi, k), iterations, wall and CPU time, and whether the run diverged
+(raised); then the share of runs within the targets (``SUITE_TARGETS``; Merton adds pi and k within 0.5%) and
+within the time limits (``TIME_LIMITS`` by dimension). ``--set`` overrides config fields (for ablations).
 
 For each problem (``hjb.course.chapter_problem``) the solver runs iteration by iteration with
 ``hjb.course.chapter_config(problem, preset)``; after each iteration the errors against the closed form are read
@@ -67,8 +76,90 @@ def run(name: str, preset: str, seed: int, max_iterations: int | None):
             "converged": solver.converged, "last": {k: last[k] for k in targets}}
 
 
+SUITE_TARGETS = {"value_rel_l2": 0.01, "policy_rel_l2": 0.02}
+MERTON_TARGETS = {"pi_rel": 0.005, "k_rel": 0.005}
+TIME_LIMITS = {1: 120.0, 2: 120.0, 5: 240.0, 10: 360.0}
+
+
+def _parse_sets(pairs):
+    """``key=value`` strings -> config overrides (values read as Python literals where they parse)."""
+    import ast
+
+    out = {}
+    for pair in pairs or ():
+        key, _, text = pair.partition("=")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
+
+
+def run_suite_entry(entry, preset: str, seed: int, overrides: dict) -> dict:
+    """One suite problem with one seed: the errors against its reference, the time, and whether it diverged."""
+    cfg = hjb.PolicyIterationConfig.preset(preset, seed=seed, progress=False, **overrides)
+    t0, c0 = time.perf_counter(), time.process_time()
+    row = {"name": entry.name, "family": entry.family, "d": entry.dim, "k": entry.problem.action_dim, "seed": seed}
+    try:
+        solver = hjb.PolicyIteration(entry.problem, cfg)
+        sol = solver.solve()
+        row.update(wall=time.perf_counter() - t0, cpu=time.process_time() - c0)
+        row.update(entry.score(sol))   # the reference (a finite-difference solve) is not timed
+        row.update(iterations=sol.iterations, diverged=False, error="")
+    except (hjb.DivergenceError, ValueError, RuntimeError) as e:  # reported, never hidden
+        row.update(iterations=getattr(locals().get("solver"), "iteration", 0), diverged=True,
+                   error=f"{type(e).__name__}: {str(e).splitlines()[0][:90]}")
+        row.setdefault("wall", time.perf_counter() - t0)
+        row.setdefault("cpu", time.process_time() - c0)
+    targets = dict(SUITE_TARGETS, **(MERTON_TARGETS if entry.family == "merton" else {}))
+    row["within"] = (not row["diverged"]) and all(row.get(k, math.inf) <= v for k, v in targets.items())
+    row["in_time"] = row["wall"] <= TIME_LIMITS.get(entry.dim, 360.0)
+    return row
+
+
+def _constants(row) -> str:
+    keys = [k for k in ("P_rel", "K_rel", "pi_rel", "k_rel") if k in row]
+    return ", ".join(f"{k.split('_')[0]} {row[k]:.1e}" for k in keys) or "-"
+
+
+def print_suite_row(r) -> None:
+    pct = lambda k: f"{100 * r[k]:.2f}" if k in r else "-"
+    print(f"| {r['name']} | {r['d']} | {r['k']} | {r['seed']} | {pct('value_rel_l2')} | {pct('policy_rel_l2')} | "
+          f"{_constants(r)} | {r['iterations']} | {r['wall']:.0f} | {r['cpu']:.0f} | "
+          f"{'YES ' + r['error'] if r['diverged'] else 'no'} | {'yes' if r['within'] else 'NO'} |", flush=True)
+
+
+def main_suite(args) -> list[dict]:
+    entries = hjb.suite.problem_suite(args.suite_seed, families=args.families, names=args.names)
+    overrides = _parse_sets(args.set)
+    print(f"Suite (seed {args.suite_seed}), preset {args.preset!r}{', overrides ' + str(overrides) if overrides else ''}, "
+          f"{args.threads} CPU thread(s), torch {torch.__version__}")
+    print()
+    print("| problem | d | k | seed | value rel L2 % | policy rel L2 % | constants (rel) | iterations | wall s | CPU s | "
+          "diverged | within targets |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    rows = []
+    for entry in entries:
+        for seed in args.seeds:
+            rows.append(run_suite_entry(entry, args.preset, seed, overrides))
+            print_suite_row(rows[-1])
+    n = len(rows)
+    print()
+    print(f"within targets (value <= 1%, policy <= 2%; Merton pi, k <= 0.5%): {sum(r['within'] for r in rows)}/{n}; "
+          f"diverged: {sum(r['diverged'] for r in rows)}/{n}; within the time limit "
+          f"({', '.join(f'd={d}: {t:.0f} s' for d, t in TIME_LIMITS.items())}): {sum(r['in_time'] for r in rows)}/{n}")
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", action="store_true", help="run the problem suite (hjb.suite) instead")
+    ap.add_argument("--families", nargs="+", default=None)
+    ap.add_argument("--names", nargs="+", default=None)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--suite-seed", type=int, default=0)
+    ap.add_argument("--set", nargs="*", default=None, help="config overrides key=value (suite only)")
+    ap.add_argument("--json", default=None, help="write the suite's rows to this file")
     ap.add_argument("--problems", nargs="+", default=["lqr", "merton", "lqr10"], choices=sorted(TARGETS))
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--threads", type=int, default=1)
@@ -76,6 +167,14 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int, default=None, help="override the budget of policy iterations")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.suite:
+        rows = main_suite(args)
+        if args.json:
+            import json
+
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
+        return
     print(f"Neural policy iteration, preset {args.preset!r}, {args.threads} CPU threads, seed {args.seed}, "
           f"torch {torch.__version__}")
     print()

@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 # modules with heavy dependencies (matplotlib, sympy) or above the solvers: imported on first attribute access
-_LAZY = ("plotting", "derivations", "course", "cli")
+_LAZY = ("plotting", "derivations", "course", "cli", "suite")
 
 
 def __getattr__(name: str):

@@ -19,7 +19,7 @@ from .metrics import fit_linear_gain, fit_quadratic_form, relative_error, relati
 
 __all__ = ["QuadraticSolution", "LQRSolution", "MertonSolution", "NoClosedForm", "score_value_policy", "solve_lqr", "solve_merton",
            "riccati_residual", "FiniteHorizonLQRSolution",
-           "MinimumTimeSolution"]
+           "MinimumTimeSolution", "StateNoiseLQSolution", "solve_state_noise_lq", "ReferenceSolution"]
 
 
 def riccati_residual(A, B, Q, R, P, rho) -> np.ndarray:
@@ -233,4 +233,71 @@ class MinimumTimeSolution:
 
     def score(self, solution, x: torch.Tensor) -> dict[str, float]:
         """Errors of ``solution`` on ``x`` (B, 1): those of :func:`score_value_policy`."""
+        return _finite(score_value_policy(self, solution, x))
+
+
+@dataclass(frozen=True)
+class StateNoiseLQSolution:
+    """V(x) = -1/2 P x^2 - b x - c and a*(x) = -(beta / r_a) (P x + b) for :class:`~hjbcourse.problems.StateNoiseLQ`
+    (book: Appendix A): (beta^2/r_a) P^2 + (rho - 2 alpha - s1^2) P - q = 0 (P > 0),
+    b = P s0 s1 / (rho - alpha + beta^2 P / r_a), c = (P s0^2 - beta^2 b^2 / r_a) / (2 rho). ``K`` = beta P / r_a."""
+
+    P: float
+    b: float
+    c: float
+    K: float
+    k0: float
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1) -> (B, 1)."""
+        return -0.5 * self.P * x * x - self.b * x - self.c
+
+    def policy(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1) -> (B, 1): -K x - k0."""
+        return -self.K * x - self.k0
+
+    def score(self, solution, x: torch.Tensor) -> dict[str, float]:
+        """Errors of ``solution`` on ``x`` (B, 1): those of :func:`score_value_policy`, plus ``P_rel`` and
+        ``K_rel`` read off by least squares (V ~ -1/2 P x^2 + b x - c, a ~ -K x + k0)."""
+        out = score_value_policy(self, solution, x)
+        if x.shape[0] > 3:
+            P, _, _ = fit_quadratic_form(solution.value, x)
+            K, _ = fit_linear_gain(solution.policy, x)
+            out["P_rel"] = relative_error(P, torch.tensor([[self.P]], dtype=torch.float64))
+            out["K_rel"] = relative_error(K, torch.tensor([[self.K]], dtype=torch.float64))
+        return _finite(out)
+
+
+def solve_state_noise_lq(problem) -> StateNoiseLQSolution:
+    """The closed form of the scalar LQ problem with noise s0 + s1 x (duck-typed: alpha, beta, q, r_a, s0, s1,
+    rho). The positive root P always exists for q > 0, and the closed loop then has a finite discounted second
+    moment (2 (alpha - beta^2 P / r_a) + s1^2 - rho = -q/P - beta^2 P / r_a < 0)."""
+    al, be, q, ra, s0, s1, rho = (float(getattr(problem, n)) for n in ("alpha", "beta", "q", "r_a", "s0", "s1", "rho"))
+    if not (q > 0 and ra > 0 and be != 0 and rho > 0):
+        raise ValueError(f"the closed form needs q > 0, r_a > 0, beta != 0 and rho > 0, got q={q}, r_a={ra}, "
+                         f"beta={be}, rho={rho}")
+    a2, a1 = be * be / ra, rho - 2 * al - s1 * s1
+    P = (-a1 + math.sqrt(a1 * a1 + 4 * a2 * q)) / (2 * a2)
+    b = P * s0 * s1 / (rho - al + a2 * P)
+    c = (P * s0 * s0 - a2 * b * b) / (2 * rho)
+    return StateNoiseLQSolution(P=P, b=b, c=c, K=be * P / ra, k0=be * b / ra)
+
+
+@dataclass(frozen=True)
+class ReferenceSolution:
+    """A numerical reference (e.g. a fine finite-difference solution) that scores like a closed form: any
+    object with ``value(x)`` and ``policy(x)``, and ``score(solution, x)`` = :func:`score_value_policy`. For
+    problems without a closed form; ``source`` says where the reference came from."""
+
+    solution: object
+    source: str = "numerical reference"
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.solution.value(x)
+
+    def policy(self, x: torch.Tensor) -> torch.Tensor:
+        return self.solution.policy(x)
+
+    def score(self, solution, x: torch.Tensor) -> dict[str, float]:
+        """Errors of ``solution`` against the reference on ``x``: those of :func:`score_value_policy`."""
         return _finite(score_value_policy(self, solution, x))

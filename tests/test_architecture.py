@@ -68,7 +68,7 @@ LAYERS = [
     {"problems"},
     {"generator", "sde", "nets", "environment", "discrete", "diffusion"},
     {"solvers"},
-    {"diagnostics", "plotting"},
+    {"diagnostics", "plotting", "suite"},
     {"course"},
     {"cli", "__main__"},
 ]

@@ -20,7 +20,7 @@ import sympy as sp
 from .ito import ito_generator
 
 __all__ = ["COURSE_LQR", "LQRScalarDerivation", "lqr_scalar", "hjb_residual_lqr", "LQRMatrixDerivation", "lqr_matrix",
-           "riccati_operator"]
+           "riccati_operator", "STATE_NOISE_LQ", "StateNoiseLQDerivation", "lq_state_noise"]
 
 # the course's scalar example (the table of the LQR chapter)
 COURSE_LQR = {"alpha": -0.5, "beta": 1.0, "q": 1.0, "r_a": 0.1, "sigma": 0.3, "rho": 0.1}
@@ -211,3 +211,60 @@ def lqr_matrix(n: int = 2, k: int = 1, m: int = 1) -> LQRMatrixDerivation:
     return LQRMatrixDerivation(x=x, a=a, A=A, B=B, Q=Q, R=R, D=D, P=P, rho=rho, c_sym=c, residual=residual,
                                a_star=a_star, quadratic=quadratic, constant=constant,
                                riccati=riccati_operator(A, B, Q, R, P, rho), c=sp.simplify(c_sol))
+
+
+# an example of the scalar LQ problem with state-dependent noise (Appendix A, "Noise that grows with the state")
+STATE_NOISE_LQ = {"alpha": -0.3, "beta": 1.0, "q": 1.0, "r_a": 0.2, "s0": 0.3, "s1": 0.2, "rho": 0.1}
+
+
+@dataclass(frozen=True)
+class StateNoiseLQDerivation:
+    """The scalar LQ problem with state-dependent noise, dX = (alpha X + beta a) dt + (s0 + s1 X) dW,
+    r = -1/2 (q x^2 + r_a a^2), solved by the ansatz V = -1/2 P x^2 - b x - c (Appendix A).
+
+    ``residual``: rho V - max_a {r + L^a V}, a quadratic in x; ``coeffs``: its coefficients of x^2, x, 1;
+    ``riccati``: 2 x (the x^2 coefficient), a quadratic in P; ``P``: its positive root; ``b``, ``c``: the
+    linear and constant terms at that root; ``a_star``: the maximiser -beta (P x + b) / r_a.
+    """
+
+    x: sp.Symbol
+    params: dict
+    value: sp.Expr
+    a_star: sp.Expr
+    residual: sp.Expr
+    coeffs: tuple
+    riccati: sp.Expr
+    P: sp.Expr
+    b: sp.Expr
+    c: sp.Expr
+
+    def subs_numbers(self, **values) -> dict:
+        """P, b, c as floats (defaults: :data:`STATE_NOISE_LQ`)."""
+        vals = {**STATE_NOISE_LQ, **values}
+        sub = {self.params[k]: v for k, v in vals.items()}
+        return {"P": float(self.P.subs(sub)), "b": float(self.b.subs(sub)), "c": float(self.c.subs(sub))}
+
+
+def lq_state_noise() -> StateNoiseLQDerivation:
+    """Derive the closed form of the scalar LQ problem whose noise s0 + s1 x grows with the state: the value is
+    still quadratic, V = -1/2 P x^2 - b x - c; the noise's slope s1 enters the Riccati equation (it acts like
+    a less stable drift), its product s0 s1 makes the linear term b, and the policy gets an offset."""
+    x, a = sp.symbols("x a", real=True)
+    alpha, s1 = sp.symbols("alpha s1", real=True)
+    beta, q, r_a, s0, rho = sp.symbols("beta q r_a s0 rho", positive=True)
+    P, b, c = sp.symbols("P b c", real=True)
+    p = dict(alpha=alpha, beta=beta, q=q, r_a=r_a, s0=s0, s1=s1, rho=rho)
+    V = -sp.Rational(1, 2) * P * x ** 2 - b * x - c
+    objective = -sp.Rational(1, 2) * (q * x ** 2 + r_a * a ** 2) + ito_generator(V, x, alpha * x + beta * a,
+                                                                                s0 + s1 * x)
+    (a_star,) = sp.solve(sp.diff(objective, a), a)        # concave in a (second derivative -r_a)
+    residual = sp.expand(rho * V - objective.subs(a, a_star))
+    poly = sp.Poly(residual, x)
+    coeffs = tuple(poly.coeff_monomial(m) for m in (x ** 2, x, 1))
+    riccati = sp.expand(2 * coeffs[0])
+    example = {p[k]: v for k, v in STATE_NOISE_LQ.items()}
+    P_pos = max(sp.solve(riccati, P), key=lambda r_: float(r_.subs(example)))
+    (b_sol,) = sp.solve(coeffs[1].subs(P, P_pos), b)
+    (c_sol,) = sp.solve(coeffs[2].subs({P: P_pos, b: b_sol}), c)
+    return StateNoiseLQDerivation(x=x, params=p, value=V, a_star=a_star, residual=residual, coeffs=coeffs,
+                                  riccati=riccati, P=sp.simplify(P_pos), b=sp.simplify(b_sol), c=sp.simplify(c_sol))

@@ -12,6 +12,7 @@ of an autonomous (infinite-horizon) problem omit it: ``drift(x, a)``.
 - :mod:`.lqr`: :class:`StochasticLQR`, :func:`coupled_lqr`.  :mod:`.merton`: :class:`Merton`.
 - :mod:`.finite_horizon`: :class:`FiniteHorizonLQR`.  :mod:`.high_dim`: :class:`HighDimLQG`.
 - :mod:`.minimum_time`: :class:`MinimumTimeProblem` (a value with a kink).  :mod:`.mdp`: :class:`FiniteMDP`.
+- :mod:`.scalar`: :class:`StateNoiseLQ` (closed form), :class:`SaturatedLQ`, :class:`DoubleWell` (none).
 """
 from .base import ControlProblem, FiniteHorizonProblem, squash_to_bounds
 from .finite_horizon import FiniteHorizonLQR
@@ -20,6 +21,8 @@ from .lqr import StochasticLQR, coupled_lqr
 from .mdp import FiniteMDP, random_mdp
 from .merton import Merton
 from .minimum_time import MinimumTimeProblem
+from .scalar import DoubleWell, SaturatedLQ, StateNoiseLQ
 
 __all__ = ["ControlProblem", "FiniteHorizonProblem", "squash_to_bounds", "StochasticLQR", "coupled_lqr", "Merton",
-           "FiniteHorizonLQR", "HighDimLQG", "grid_points", "MinimumTimeProblem", "FiniteMDP", "random_mdp"]
+           "FiniteHorizonLQR", "HighDimLQG", "grid_points", "MinimumTimeProblem", "FiniteMDP", "random_mdp",
+           "StateNoiseLQ", "SaturatedLQ", "DoubleWell"]
