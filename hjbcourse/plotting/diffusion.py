@@ -7,6 +7,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ._common import _size
+
 __all__ = [
     "plot_forward_marginals",
     "plot_verification",
@@ -30,7 +32,7 @@ def plot_forward_marginals(data, sde, times=(0.0, 0.1, 0.2, 0.4, 1.0), *, lim: f
     field grad log p_s drawn as arrows."""
     if data.dim != 2:
         raise ValueError(f"data must be 2-dimensional for this figure, got d={data.dim}")
-    fig, axes = plt.subplots(1, len(times), figsize=(2.6 * len(times), 3.1), squeeze=False)
+    fig, axes = plt.subplots(1, len(times), figsize=_size(2.6 * len(times), 3.1), squeeze=False)
     for ax, s in zip(axes[0], times):
         ps = data.marginal(sde, float(s))
         X, Y, dens = _density_grid(ps, lim, n_grid)
@@ -56,7 +58,7 @@ def plot_verification(estimates: dict):
     """Left: J - V against the quadratic gap for each control, with 3-standard-error bars, on the diagonal
     when the verification identity holds. Right: the per-path residual J - V - gap in standard errors."""
     names = list(estimates)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=_size(10, 4))
     hi = 0.0
     for i, name in enumerate(names):
         e = estimates[name]
@@ -88,7 +90,7 @@ def plot_score_matching(model, times=None, errors=None, *, target: float | None 
     given, the relative score error at each forward time in ``times``."""
     h = model.history
     ncols = 2 if errors is not None else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=_size(5 * ncols, 3.6), squeeze=False)
     ax = axes[0, 0]
     ax.plot(h["iteration"], h["loss"], color="0.8", lw=0.5, label="minibatch loss")
     ax.plot(h["iteration"], h["loss_avg"], color="C0", label="moving average")
@@ -126,7 +128,7 @@ def plot_control_over_time(problem, model, points, *, n_times: int = 120, t_max:
     ex = np.stack([problem.optimal_control(float(t), pts).numpy() for t in ts])  # (n, P, d)
     le = np.stack([model.control(float(t), pts.float()).double().numpy() for t in ts])
     d = pts.shape[1]
-    fig, axes = plt.subplots(1, d, figsize=(5 * d, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, d, figsize=_size(5 * d, 3.6), squeeze=False)
     for j in range(d):
         ax = axes[0, j]
         for p in range(pts.shape[0]):
@@ -148,7 +150,7 @@ def plot_samples(samples: dict, data, *, metrics: dict | None = None, lim: float
         raise ValueError(f"data must be 2-dimensional for this figure, got d={data.dim}")
     X, Y, dens = _density_grid(data, lim, n_grid)
     n = len(samples) + 1
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=_size(3.2 * n, 3.4), squeeze=False)
     axes = axes[0]
     axes[0].pcolormesh(X, Y, dens, shading="auto", cmap="viridis")
     axes[0].set_title("$p_{data}$")

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ._common import _axes
+from ._common import _axes, _size
 
 __all__ = ["plot_contraction", "plot_loglog_convergence", "plot_fd_solution", "plot_kink"]
 
@@ -61,7 +61,7 @@ def plot_fd_solution(solution, exact=None, interval=None, action_names=None, tit
     lo, hi = (x[0], x[-1]) if interval is None else interval
     m = (x >= lo) & (x <= hi)
     xt = torch.from_numpy(x[m]).unsqueeze(1)
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=_size(10.0, 3.8))
     a0.plot(x[m], solution.V.numpy()[m], label="finite differences")
     if exact is not None:
         a0.plot(x[m], exact.value(xt).reshape(-1).numpy(), "--", label="closed form")
@@ -90,7 +90,7 @@ def plot_kink(solution, exact, zoom: float = 0.2):
     x = solution.x.numpy()
     V = solution.V.numpy()
     xt = torch.from_numpy(x).unsqueeze(1)
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=_size(10.0, 3.8))
     a0.plot(x, V, label="finite differences")
     a0.plot(x, exact.value(xt).reshape(-1).numpy(), "--", label="closed form")
     a0.set_xlabel("$x$")
