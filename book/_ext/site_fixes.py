@@ -1,5 +1,8 @@
 """Sphinx extension: small repairs to the pages the theme writes.
 
+The reference list labels entries the way the text cites them ("Howard, 1960", "Han et al., 2018"): a pybtex
+label style registered here as ``authoryear`` (pybtex's own styles label them [How60]).
+
 The theme reads its colour mode from ``default_mode``, which Jupyter Book leaves empty: every first visit logged
 "Got invalid theme mode" to the console. It is set to ``auto`` (follow the reader's system) unless configured.
 
@@ -7,6 +10,46 @@ sphinx-thebe registers its inline configuration script once per reading pass (``
 build that reads twice puts ``const THEBE_JS_URL = ...`` twice in every page, and the second declaration is a
 JavaScript SyntaxError in the reader's console. Identical scripts are kept once.
 """
+
+
+import codecs
+import re
+
+import latexcodec  # noqa: F401  (registers the "ulatex" codec)
+from pybtex.plugin import register_plugin
+from pybtex.style.formatting.unsrt import Style as _UnsrtStyle
+from pybtex.style.labels import BaseLabelStyle
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"[{}]", "", codecs.decode(name, "ulatex"))
+
+
+class AuthorYearLabels(BaseLabelStyle):
+    """Labels "Last, year", "Last and Other, year" or "Last et al., year"; a letter tells equal labels apart."""
+
+    def format_labels(self, sorted_entries):
+        labels = []
+        for entry in sorted_entries:
+            people = entry.persons.get("author") or entry.persons.get("editor") or []
+            last = [_plain(" ".join(p.last_names)) for p in people] or [entry.key]
+            who = last[0] if len(last) == 1 else (f"{last[0]} and {last[1]}" if len(last) == 2 else f"{last[0]} et al.")
+            labels.append(f"{who}, {entry.fields.get('year', 'n.d.')}")
+        for label in set(labels):
+            where = [i for i, x in enumerate(labels) if x == label]
+            if len(where) > 1:
+                for n, i in enumerate(where):
+                    labels[i] = label + "abcdefghijklmnopqrstuvwxyz"[n]
+        yield from labels
+
+
+class AuthorYearStyle(_UnsrtStyle):
+    default_label_style = "authoryear"
+    default_sorting_style = "author_year_title"
+
+
+register_plugin("pybtex.style.labels", "authoryear", AuthorYearLabels)
+register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree):
