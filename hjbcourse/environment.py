@@ -32,7 +32,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ._checks import _positive_int, _positive_number
+from ._checks import _positive_int, _positive_number, floating_dtype, floating_tensor, real, step_count
 from .problems import ControlProblem
 from .runtime import make_generator
 from .sde import simulate
@@ -94,19 +94,17 @@ class TransitionSampler:
     def __init__(self, problem: ControlProblem, dt: float, substep: float = 0.005, dtype=torch.float64):
         if not isinstance(problem, ControlProblem):
             raise ValueError(f"problem must be a ControlProblem, got {type(problem).__name__}")
-        if not _positive_number(dt):
-            raise ValueError(f"dt must be a positive number, got {dt!r}")
-        if not _positive_number(substep):
-            raise ValueError(f"substep must be a positive number, got {substep!r}")
+        dt, substep = real("dt", dt, positive=True), real("substep", substep, positive=True)
         self._problem = problem
-        self.dt = float(dt)
+        self.dt = dt
         self.rho = float(problem.rho)
         self.state_dim, self.action_dim = problem.state_dim, problem.action_dim
         self.action_low, self.action_high = problem.action_low.clone(), problem.action_high.clone()
         self.state_low, self.state_high = problem.domain[0].clone(), problem.domain[1].clone()
-        self.n_sub = max(1, math.ceil(self.dt / substep - 1e-9))
+        ratio = self.dt / substep    # a float32 substep, read exactly, is off by up to 6e-8 relative: tolerated
+        self.n_sub = step_count("dt / substep", max(1, math.ceil(ratio - max(1e-9, 1e-7 * ratio))), None)
         self.scheme = "weak2" if (problem.additive_noise or problem.noise_dim == 1) else "euler"
-        self.dtype = dtype
+        self.dtype = floating_dtype("dtype", dtype)
         self.name = getattr(problem, "name", type(problem).__name__)
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -117,10 +115,14 @@ class TransitionSampler:
         return self._problem.sample_states(n, generator=seed, dtype=self.dtype)
 
     def step(self, x: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None):
-        """(n, d), (n, k) -> (r (n, 1), x_next (n, d)) after one step of length ``dt`` with ``a`` held fixed."""
+        """(n, d), (n, k) -> (r (n, 1), x_next (n, d)) after one step of length ``dt`` with ``a`` held fixed.
+
+        ``x`` must be finite states of the problem's state space and ``a`` finite; an action outside the action box
+        is projected onto it (clipped coordinate by coordinate) before the step: the world enforces its bounds."""
         p = self._problem
         p.check_state(x, "x")
         p.check_action(a, x.shape[0], "a")
+        floating_tensor("a", a)
         x = x.to(self.dtype)
         a = p.clip_action(a.to(x))
         g = generator if generator is not None else make_generator(None, x.device)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._checks import floating_tensor, inside
 from .metrics import fit_linear_gain, fit_quadratic_form, relative_error, relative_l2, relative_sup
 
 __all__ = ["QuadraticSolution", "LQRSolution", "MertonSolution", "NoClosedForm", "score_value_policy", "solve_lqr", "solve_merton",
@@ -105,14 +106,34 @@ def solve_lqr(problem) -> LQRSolution:
     As = A - 0.5 * rho * np.eye(A.shape[0])
     import scipy.linalg  # loaded on first use, to keep `import hjbcourse` light
 
+    cond_R = np.linalg.cond(R)
+    if not cond_R < 1e12:
+        raise ValueError(f"R is too ill-conditioned for an accurate Riccati solution (condition number {cond_R:.3g} "
+                         f">= 1e12), got R = {R.tolist()}")
     try:
-        P = scipy.linalg.solve_continuous_are(As, B, Q, R)
+        with np.errstate(all="ignore"):
+            P = scipy.linalg.solve_continuous_are(As, B, Q, R)
     except (np.linalg.LinAlgError, ValueError) as e:
         raise ValueError(f"the discounted Riccati equation has no stabilising solution for these A, B, Q, R: {e}") from e
     P = 0.5 * (P + P.T)
+    _check_riccati(As, B, Q, R, P)
     K = np.linalg.solve(R, B.T @ P)
     c = float(np.trace(D @ D.T @ P)) / (2 * rho)
     return LQRSolution(P=torch.from_numpy(P), K=torch.from_numpy(K), c=c, rho=rho)
+
+
+def _check_riccati(As, B, Q, R, P, tol: float = 1e-8) -> None:
+    """Refuse a Riccati solution P whose residual is not small against the equation's terms (A, B, Q, R whose
+    scales floats cannot hold together: Q = 1e308 gave P = 0), rather than return a wrong P."""
+    with np.errstate(all="ignore"):
+        gain = P @ B @ np.linalg.solve(R, B.T @ P)
+        terms = (Q, As.T @ P, P @ As, gain)
+        scale = sum(float(np.linalg.norm(t)) for t in terms)
+        rel = float(np.linalg.norm(As.T @ P + P @ As - gain + Q)) / scale if scale > 0 else 0.0
+    if not (np.isfinite(P).all() and math.isfinite(scale) and rel <= tol):
+        raise ValueError(f"the Riccati solution cannot be computed accurately for these Q and R (relative residual "
+                         f"{rel:.3g} > {tol:g}): their scales are too far apart for floating point, got "
+                         f"Q = {np.asarray(Q).tolist()}, R = {np.asarray(R).tolist()}")
 
 
 @dataclass(frozen=True)
@@ -130,13 +151,15 @@ class MertonSolution:
     rho: float
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1) -> (B, 1), wealth x > 0."""
+        """(B, 1) -> (B, 1), wealth x > 0 (a ``ValueError`` for wealth <= 0, where the value is not defined)."""
+        _check_wealth(x)
         if self.gamma == 1.0:
             return torch.log(self.rho * x) / self.rho + (self.M - self.rho) / self.rho ** 2
         return self.A * x.pow(1 - self.gamma) / (1 - self.gamma)
 
     def policy(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1) -> (B, 2): the constant controls [pi*, k*] at every wealth."""
+        """(B, 1) -> (B, 2): the constant controls [pi*, k*] at every wealth x > 0."""
+        _check_wealth(x)
         return torch.tensor([self.pi, self.k], dtype=x.dtype, device=x.device).expand(x.shape[0], 2)
 
     def score(self, solution, x: torch.Tensor) -> dict[str, float]:
@@ -150,6 +173,11 @@ class MertonSolution:
         out["pi_mean"] = float(a[:, 0].mean())
         out["k_mean"] = float(a[:, 1].mean())
         return _finite(out)
+
+
+def _check_wealth(x) -> None:
+    floating_tensor("x", x, (None, 1))
+    inside("x", x, 0.0, math.inf, "positive wealth")
 
 
 class NoClosedForm(NotImplementedError, ValueError):

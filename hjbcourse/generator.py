@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from ._checks import _positive_int
+from ._checks import _positive_int, floating_tensor
 from .runtime import make_generator
 
 __all__ = ["apply_generator", "generator_from_derivatives", "value_derivatives", "GENERATOR_METHODS"]
@@ -27,8 +27,7 @@ GENERATOR_METHODS = ("autograd", "forward", "hutchinson")
 
 
 def _check(x, f, S):
-    if not isinstance(x, torch.Tensor) or x.ndim != 2:
-        raise ValueError(f"x must have shape (batch, d), got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    floating_tensor("x", x, (None, None))
     B, d = x.shape
     if not isinstance(f, torch.Tensor) or tuple(f.shape) != (B, d):
         raise ValueError(f"f must have shape ({B}, {d}) like x, got {tuple(getattr(f, 'shape', ()))}")
@@ -105,7 +104,7 @@ def apply_generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
             dirs = S
             scale = 1.0
         else:
-            g_ = make_generator(generator, x.device)
+            g_ = make_generator(generator, x.device, "generator")
             z = _rademacher((B, m, n_probes), g_, x)
             dirs = z if shared else S @ z                               # (B, m or d, n_probes)
             scale = 1.0 / n_probes
@@ -119,7 +118,7 @@ def apply_generator(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
             cols = [S[:, :, j] for j in range(m)]
             scale = 1.0
         else:
-            g_ = make_generator(generator, x.device)
+            g_ = make_generator(generator, x.device, "generator")
             z = _rademacher((B, m, n_probes), g_, x)
             cols = list((S @ z).unbind(-1))
             scale = 1.0 / n_probes
@@ -140,8 +139,7 @@ generator = apply_generator
 def value_derivatives(V: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
     """(B, d) -> (B, 1), (B, d), (B, d, d): V, grad V and Hess V, detached (for policy improvement, where
     gradients must flow only into the policy)."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 2:
-        raise ValueError("x must have shape (batch, d)")
+    floating_tensor("x", x, (None, None))
     x, v, g = _grad(V, x, True)
     d = x.shape[1]
     rows = [torch.autograd.grad(g[:, i].sum(), x, retain_graph=i < d - 1)[0] for i in range(d)]

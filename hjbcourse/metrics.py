@@ -11,14 +11,22 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ._checks import check_kind, floating_tensor
+
 __all__ = ["relative_l2", "relative_error", "relative_sup", "fit_quadratic_form", "fit_linear_gain",
            "convergence_order"]
 
 
-def _as_tensor(v) -> torch.Tensor:
-    if isinstance(v, torch.Tensor):
-        return v.detach().to(torch.float64).cpu()
-    return torch.as_tensor(np.asarray(v, dtype=np.float64))
+def _as_tensor(v, name: str = "value") -> torch.Tensor:
+    """``v`` (tensor, array or number) as a float64 CPU tensor, refused when it is empty or holds NaN or inf: a
+    relative error of a non-finite estimate is not a number to report."""
+    check_kind(name, v)
+    t = v.detach().to(torch.float64).cpu() if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v, dtype=np.float64))
+    if t.numel() == 0:
+        raise ValueError(f"{name} must not be empty")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite, got {int((~torch.isfinite(t)).sum())} NaN or inf entries")
+    return t
 
 
 def relative_l2(pred, true) -> float:
@@ -26,7 +34,7 @@ def relative_l2(pred, true) -> float:
 
     On a set of sample points this is the relative L2 error of a function, with the points as quadrature.
     """
-    p, t = _as_tensor(pred), _as_tensor(true)
+    p, t = _as_tensor(pred, "pred"), _as_tensor(true, "true")
     if p.shape != t.shape:
         raise ValueError(f"pred and true must have the same shape, got {tuple(p.shape)} and {tuple(t.shape)}")
     denom = float(torch.linalg.vector_norm(t))
@@ -42,7 +50,7 @@ def relative_error(estimate, reference) -> float:
 
 def relative_sup(pred, true) -> float:
     """max |pred - true| / max |true| over all entries."""
-    p, t = _as_tensor(pred), _as_tensor(true)
+    p, t = _as_tensor(pred, "pred"), _as_tensor(true, "true")
     if p.shape != t.shape:
         raise ValueError(f"pred and true must have the same shape, got {tuple(p.shape)} and {tuple(t.shape)}")
     denom = float(t.abs().max())
@@ -63,10 +71,11 @@ def fit_quadratic_form(value: Callable, x: torch.Tensor):
     ``P`` (d, d) symmetric, ``b`` (d,), ``c`` a float, all float64. This is how the book reads the Riccati
     matrix off a learned value network: a global fit over the region, not a Hessian at a single point.
     """
-    if x.ndim != 2:
-        raise ValueError(f"x must have shape (batch, d), got {tuple(x.shape)}")
+    floating_tensor("x", x, (None, None))
     with torch.no_grad():
-        v = value(x).detach().to(torch.float64).cpu().reshape(-1)
+        v = _as_tensor(value(x), "value(x)").reshape(-1)
+    if v.numel() != x.shape[0]:
+        raise ValueError(f"value(x) must return one value per row of x ({x.shape[0]}), got {v.numel()}")
     X = x.detach().to(torch.float64).cpu()
     B, d = X.shape
     iu = torch.triu_indices(d, d)
@@ -86,10 +95,11 @@ def fit_quadratic_form(value: Callable, x: torch.Tensor):
 
 def fit_linear_gain(policy: Callable, x: torch.Tensor):
     """Least-squares fit of a(x) ~ -K x + k0 over the points ``x`` (B, d); returns (K (k, d), k0 (k,))."""
-    if x.ndim != 2:
-        raise ValueError(f"x must have shape (batch, d), got {tuple(x.shape)}")
+    floating_tensor("x", x, (None, None))
     with torch.no_grad():
-        a = policy(x).detach().to(torch.float64).cpu()
+        a = _as_tensor(policy(x), "policy(x)")
+    if a.ndim != 2 or a.shape[0] != x.shape[0]:
+        raise ValueError(f"policy(x) must return (batch, k) actions for x {tuple(x.shape)}, got {tuple(a.shape)}")
     X = x.detach().to(torch.float64).cpu()
     feats = torch.cat([-X, torch.ones(X.shape[0], 1, dtype=torch.float64)], dim=1)
     coef = _lstsq(feats, a)                                              # (d + 1, k)
@@ -101,10 +111,12 @@ def convergence_order(steps, errors) -> float:
 
     ``steps`` are the mesh sizes (dx, h, 1/n ...); a first-order method gives a slope near 1.
     """
-    s = np.asarray(steps, dtype=np.float64).reshape(-1)
-    e = np.asarray(errors, dtype=np.float64).reshape(-1)
+    s = _as_tensor(steps, "steps").numpy().reshape(-1)
+    e = _as_tensor(errors, "errors").numpy().reshape(-1)
     if s.shape != e.shape or s.size < 2:
         raise ValueError(f"steps and errors must be 1-D of the same length >= 2, got {s.shape} and {e.shape}")
     if not (np.all(s > 0) and np.all(e > 0)):
-        raise ValueError("steps and errors must be positive to take logarithms")
+        raise ValueError(f"steps and errors must be positive to take logarithms, got {s.tolist()} and {e.tolist()}")
+    if np.unique(s).size < 2:
+        raise ValueError(f"steps must hold at least two different values to measure a slope, got {s.tolist()}")
     return float(np.polyfit(np.log(s), np.log(e), 1)[0])

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ._checks import _per_coordinate, choice, integer, real
+
 __all__ = ["MLP", "ACTIVATIONS"]
 
 
@@ -155,21 +157,17 @@ class MLP(nn.Module):
     def __init__(self, in_dim: int, out_dim: int = 1, width: int = 64, depth: int = 3, activation: str = "tanh",
                  in_low=None, in_high=None, out_scale: float = 1.0, out_shift: float = 0.0):
         super().__init__()
-        if in_dim < 1 or out_dim < 1 or width < 1 or depth < 1:
-            raise ValueError(f"in_dim, out_dim, width and depth must be positive, got {in_dim}, {out_dim}, {width}, {depth}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        in_dim, out_dim, width, depth = (integer(n, v, minimum=1) for n, v in
+                                         (("in_dim", in_dim), ("out_dim", out_dim), ("width", width), ("depth", depth)))
+        choice("activation", activation, sorted(ACTIVATIONS))
+        out_scale, out_shift = real("out_scale", out_scale), real("out_shift", out_shift)
         self.activation = activation
         self._act = ACTIVATIONS[activation]
         self._value = _VALUE_ONLY[activation]
-        lo, hi = (torch.full((in_dim,), fill, dtype=torch.float64) if v is None
-                  else torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v, fill in ((in_low, -1.0), (in_high, 1.0)))
-        for name, v in (("in_low", lo), ("in_high", hi)):
-            if v.numel() not in (1, in_dim):
-                raise ValueError(f"{name} must be one number or {in_dim} (one per input), got {v.numel()}")
-        lo, hi = lo.expand(in_dim), hi.expand(in_dim)
+        lo, hi = (torch.full((in_dim,), fill, dtype=torch.float64) if v is None else _per_coordinate(name, v, in_dim)
+                  for name, v, fill in (("in_low", in_low, -1.0), ("in_high", in_high, 1.0)))
         if not bool((hi > lo).all()):
-            raise ValueError("in_high must exceed in_low in every coordinate")
+            raise ValueError(f"in_high must exceed in_low in every coordinate, got {lo.tolist()} and {hi.tolist()}")
         self.register_buffer("in_center", ((hi + lo) / 2).float())
         self.register_buffer("in_halfwidth", ((hi - lo) / 2).float())
         self.register_buffer("out_scale", torch.tensor(float(out_scale)))

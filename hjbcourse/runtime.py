@@ -6,7 +6,6 @@ Every chapter starts with :func:`setup`, so a reader's laptop (CPU, ``"quick"`` 
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import sys
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._checks import _check_seed
+from ._checks import _check_seed, device as _device, env_choice, env_int, integer
 
 __all__ = ["default_device", "default_preset", "seed_everything", "make_generator", "progress", "setup", "Setup"]
 
@@ -26,12 +25,10 @@ def default_device() -> torch.device:
 
 def default_preset(device: torch.device | str | None = None) -> str:
     """``"full"`` on a GPU, ``"quick"`` on a CPU; the environment variable ``HJB_PRESET`` overrides both."""
-    forced = os.environ.get("HJB_PRESET")
+    forced = env_choice("HJB_PRESET", ("quick", "full"))
     if forced:
-        if forced not in ("quick", "full"):
-            raise ValueError(f"HJB_PRESET must be 'quick' or 'full', got {forced!r}")
         return forced
-    device = torch.device(device) if device is not None else default_device()
+    device = _device("device", device) if device is not None else default_device()
     return "full" if device.type == "cuda" else "quick"
 
 
@@ -45,14 +42,16 @@ def seed_everything(seed: int) -> None:
 
 
 
-def make_generator(seed_or_generator: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
+def make_generator(seed_or_generator: int | torch.Generator | None, device: torch.device | str = "cpu",
+                   name: str = "seed") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` from a seed, or the generator itself when one is passed.
 
     ``None`` draws a seed from torch's global generator, so :func:`seed_everything` still makes the run
     reproducible. A generator on another device than ``device`` (say a CPU generator for data on a GPU) seeds
-    a new one on ``device`` with one draw, so the caller's generator still decides the numbers.
+    a new one on ``device`` with one draw, so the caller's generator still decides the numbers. A bad seed is
+    refused with an error naming ``name`` (the caller's parameter: ``seed``, ``generator``).
     """
-    device = torch.device(device)
+    device = _device("device", device)
     if isinstance(seed_or_generator, torch.Generator):
         if seed_or_generator.device.type == device.type:
             return seed_or_generator
@@ -61,7 +60,7 @@ def make_generator(seed_or_generator: int | torch.Generator | None, device: torc
     elif seed_or_generator is None:
         seed_or_generator = int(torch.randint(0, 2**62, (1,)).item())
     else:
-        _check_seed(seed_or_generator)
+        _check_seed(seed_or_generator, name)
     g = torch.Generator(device=device)
     g.manual_seed(int(seed_or_generator))
     return g
@@ -92,18 +91,20 @@ class Setup:
 def setup(seed: int = 0, device: str | torch.device | None = None, threads: int | None = None) -> Setup:
     """Seed everything, pick the device (cuda when available) and the matching preset; print and return them.
 
-    On a CPU, torch runs on ``threads`` threads (default: the environment variable ``HJB_THREADS``, else 1).
+    ``device`` must exist on this machine (``"cuda"`` without a GPU is refused with a ``ValueError``, not run
+    on the CPU under the GPU's preset). On a CPU, torch runs on ``threads`` threads (default: the environment
+    variable ``HJB_THREADS``, else 1).
     The course's networks are small: measured on a 2-core machine, a second thread made the policy-iteration
     solve cost 4x more CPU time (107 s against 24 s) and slowed it down, so one thread is the default.
     """
-    device = torch.device(device) if device is not None else default_device()
+    _check_seed(seed)
+    device = _device("device", device) if device is not None else default_device()
+    n = integer("threads", threads, minimum=1) if threads is not None else (env_int("HJB_THREADS") or 1)
+    preset = default_preset(device)
     if device.type == "cpu":
-        n = threads if threads is not None else int(os.environ.get("HJB_THREADS", "1"))
-        if n < 1:
-            raise ValueError(f"threads must be a positive integer, got {n}")
         torch.set_num_threads(n)
     seed_everything(seed)
-    s = Setup(device=device, preset=default_preset(device), seed=seed)
+    s = Setup(device=device, preset=preset, seed=int(seed))
     print(s)
     return s
 

@@ -9,6 +9,12 @@ Schemes (book: chapter "Policy iteration", section on the time-step bias):
 - ``"weak2"``: Platen's explicit weak order-2 scheme (Kloeden & Platen, sec. 15.1) for additive noise or a
   single noise dimension, with trapezoidal rewards: the time-step bias of expectations (such as the
   Feynman–Kac value) falls like dt^2.
+
+The input contract (:mod:`hjbcourse._checks`): start points are floating, finite and in the problem's state space;
+``T`` and ``dt`` are real numbers (a bool is refused); given increments ``dW`` are finite; the policy's actions must
+be finite and inside the action box (up to rounding). A run of more than :data:`~hjbcourse._checks.MAX_STEPS`
+(1,000,000) steps needs an explicit ``max_steps``. (What the problem's own maps make of valid inputs is returned
+as it is: a caller that learns from it, such as policy iteration, checks it.)
 """
 from __future__ import annotations
 
@@ -19,7 +25,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ._checks import as_float64
+from ._checks import (as_float64, choice, flag, floating_dtype, floating_tensor, integer, real, step_count,
+                      device as _device)
 from .runtime import make_generator, progress
 
 __all__ = ["simulate", "Simulation", "SDE_SCHEMES", "brownian_increments", "MonteCarloValue", "monte_carlo_value",
@@ -62,20 +69,25 @@ def _check_commutative(coeffs, x: torch.Tensor, S: torch.Tensor, m: int) -> None
 def brownian_increments(n_steps: int, batch: int, noise_dim: int, dt: float, generator=None, dtype=torch.float32,
                         device="cpu") -> torch.Tensor:
     """(n_steps, batch, noise_dim): independent N(0, dt) increments from a seed or torch.Generator."""
-    g = make_generator(generator, device)
+    n_steps, batch, noise_dim = (integer(n, v, minimum=1) for n, v in
+                                 (("n_steps", n_steps), ("batch", batch), ("noise_dim", noise_dim)))
+    dt = real("dt", dt, positive=True)
+    dtype, device = floating_dtype("dtype", dtype), _device("device", device)
+    g = make_generator(generator, device, "generator")
     return torch.randn(n_steps, batch, noise_dim, generator=g, dtype=dtype, device=device) * math.sqrt(dt)
 
 
-def _number_of_steps(T, dt) -> int:
-    """N = T / dt, after checking that T and dt are positive numbers, dt <= T, and N an integer."""
-    if not (isinstance(T, (int, float)) and T > 0 and math.isfinite(T)):
-        raise ValueError(f"T must be a positive number, got {T!r}")
-    if not (isinstance(dt, (int, float)) and 0 < dt <= T):
+def _number_of_steps(T, dt, max_steps: int | None = None) -> tuple[int, float, float]:
+    """(N, T, dt) with N = T / dt, after checking that T and dt are positive real numbers, dt <= T, N an integer
+    and N at most ``max_steps`` (None: :data:`~hjbcourse._checks.MAX_STEPS`)."""
+    T = real("T", T, positive=True)
+    dt = real("dt", dt, positive=True)
+    if not dt <= T:
         raise ValueError(f"dt must be a positive number no larger than T={T}, got {dt!r}")
     n = int(round(T / dt))
     if abs(n * dt - T) > 1e-9 * max(1.0, T):
         raise ValueError(f"T / dt must be an integer, got T={T}, dt={dt}")
-    return n
+    return step_count("T / dt", n, max_steps), T, dt
 
 
 def _increments(problem, x0: torch.Tensor, n: int, dt: float, scheme: str, generator, dW) -> torch.Tensor:
@@ -83,20 +95,48 @@ def _increments(problem, x0: torch.Tensor, n: int, dt: float, scheme: str, gener
     B, m = x0.shape[0], problem.noise_dim
     if dW is None:
         dW = brownian_increments(n, B, m, dt, generator, x0.dtype, x0.device)
-    elif tuple(dW.shape) != (n, B, m):
-        raise ValueError(f"dW must have shape ({n}, {B}, {m}), got {tuple(dW.shape)}")
+    else:
+        floating_tensor("dW", dW, (n, B, m))
     if scheme == "weak2" and not (problem.additive_noise or m == 1):
         raise ValueError("scheme 'weak2' is implemented for additive noise or a single noise dimension; "
                          "use 'euler' with a small dt for this problem")
     return dW
 
 
-def _closed_loop(problem, policy: Callable[[torch.Tensor], torch.Tensor]):
+class _Watch:
+    """Actions met along a simulation that are not finite or leave the action box (at states that are still
+    finite), kept on the device (no synchronisation per step) and raised once, with the first such step."""
+
+    def __init__(self, problem, like: torch.Tensor):
+        low, high = problem.action_low.to(like), problem.action_high.to(like)
+        tol = 16 * torch.finfo(like.dtype).eps    # rounding of a squash into the box
+        self.low = low - tol * torch.where(torch.isfinite(low), low.abs(), torch.zeros_like(low)).clamp_min(1.0)
+        self.high = high + tol * torch.where(torch.isfinite(high), high.abs(), torch.zeros_like(high)).clamp_min(1.0)
+        self.bad = torch.zeros((), dtype=torch.bool, device=like.device)
+        self.first_step = torch.full((), -1, dtype=torch.long, device=like.device)
+        self.step = 0
+
+    def actions(self, x: torch.Tensor, a: torch.Tensor) -> None:
+        ok = torch.isfinite(a) & (a >= self.low) & (a <= self.high)
+        bad = (~ok.all(-1) & torch.isfinite(x).all(-1)).any()
+        self.first_step = torch.where(bad & ~self.bad, torch.full_like(self.first_step, self.step), self.first_step)
+        self.bad = self.bad | bad
+
+    def raise_if_bad(self, problem) -> None:
+        if bool(self.bad):
+            raise ValueError(f"policy(x) must return finite actions inside the action box "
+                             f"[{problem.action_low.tolist()}, {problem.action_high.tolist()}]; at step "
+                             f"{int(self.first_step)} it returned NaN, inf or an action outside it")
+
+
+def _closed_loop(problem, policy: Callable[[torch.Tensor], torch.Tensor], watch: _Watch | None = None):
     """x (B, d) -> (a (B, k), f (B, d), S (B, d, m)): the policy's action (checked), the drift and the diffusion."""
 
     def coeffs(x):
         a = policy(x)
         problem.check_action(a, x.shape[0], "policy(x)")
+        if watch is not None:
+            watch.actions(x, a)
         return a, problem.drift(x, a), problem.diffusion(x, a)
 
     return coeffs
@@ -147,22 +187,26 @@ def _advance(scheme: str, problem, coeffs, x, f, S, w, dt: float) -> torch.Tenso
 
 def simulate(problem, policy: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, T: float, dt: float,
              scheme: str = "weak2", generator: torch.Generator | int | None = None, dW: torch.Tensor | None = None,
-             record: bool = False) -> Simulation:
+             record: bool = False, max_steps: int | None = None) -> Simulation:
     """Simulate B paths of the closed loop from ``x0`` (B, d) over [0, T] with step ``dt``.
 
-    ``policy`` maps (B, d) to (B, k). Brownian increments come from ``dW`` (N, B, m) when given (to couple
-    schemes or step sizes), otherwise from ``generator`` (a seed or a torch.Generator): the same seed gives
-    the same paths. The running reward is summed at the left point (``"euler"``) or by the trapezoidal rule.
+    ``policy`` maps (B, d) to (B, k): finite actions inside the problem's action box (else a ``ValueError``
+    naming ``policy(x)``). Brownian increments come from ``dW`` (N, B, m) when given (to couple schemes or step
+    sizes), otherwise from ``generator`` (a seed or a torch.Generator): the same seed gives the same paths. The
+    running reward is summed at the left point (``"euler"``) or by the trapezoidal rule. ``max_steps``: the
+    largest N = T / dt allowed (None: 1,000,000, :data:`~hjbcourse._checks.MAX_STEPS`).
     """
-    if scheme not in SDE_SCHEMES:
-        raise ValueError(f"scheme must be one of {SDE_SCHEMES}, got {scheme!r}")
+    choice("scheme", scheme, SDE_SCHEMES)
     problem.check_state(x0, "x0")
-    n = _number_of_steps(T, dt)
+    flag("record", record)
+    n, T, dt = _number_of_steps(T, dt, max_steps)
     dW = _increments(problem, x0, n, dt, scheme, generator, dW)
     rho = problem.rho
-    coeffs = _closed_loop(problem, policy)
+    watch = _Watch(problem, x0)
+    coeffs = _closed_loop(problem, policy, watch)
     x = x0
     a, f, S = coeffs(x)
+    watch.raise_if_bad(problem)    # the first actions at once: a constant policy outside the box stops here
     if scheme == "milstein" and not (problem.additive_noise or problem.noise_dim == 1):
         _check_commutative(coeffs, x, S, problem.noise_dim)
     r = problem.reward(x, a)
@@ -178,10 +222,12 @@ def simulate(problem, policy: Callable[[torch.Tensor], torch.Tensor], x0: torch.
         else:
             total = total + 0.5 * (math.exp(-rho * t0) * r + math.exp(-rho * t1) * r_new) * dt
         x, a, f, S, r = x_new, a_new, f_new, S_new, r_new
+        watch.step = i + 1
         if record:
             xs.append(x)
             as_.append(a)
             cums.append(total)
+    watch.raise_if_bad(problem)
     t = torch.linspace(0.0, n * dt, n + 1, dtype=x0.dtype, device=x0.device)
     if record:
         return Simulation(t=t, x_T=x, reward=total, x=torch.stack(xs), a=torch.stack(as_), cum_reward=torch.stack(cums))
@@ -206,23 +252,25 @@ class MonteCarloValue:
 
 def monte_carlo_value(problem, policy, x0, n_paths: int = 20000, n_steps: int = 200,
                       generator: torch.Generator | int | None = 0, scheme: str = "heun", keep_paths: int = 0,
-                      dtype=torch.float64, device="cpu", show_progress: bool = False) -> MonteCarloValue:
+                      dtype=torch.float64, device="cpu", show_progress: bool = False,
+                      max_steps: int | None = None) -> MonteCarloValue:
     """Estimate E[int_0^T e^{-rho s} r ds + e^{-rho T} g(X_T) | X_0 = x0] under ``policy(t, x)`` by simulation.
 
     ``policy``: (float, (B, d)) -> (B, k); ``x0``: (d,). ``scheme``: ``"euler"`` (Euler–Maruyama, weak order 1)
     or ``"heun"`` (predictor–corrector in the drift with the noise at the left point: weak order 2 when the noise
     is additive, as for the LQR); the running reward is integrated by the trapezoidal rule with the same
     predictor. The estimate carries a time-step bias besides its ``stderr``: compare two ``n_steps``.
+    ``max_steps``: the largest ``n_steps`` allowed (None: 1,000,000).
     """
-    if scheme not in ("euler", "heun"):
-        raise ValueError(f"scheme must be 'euler' or 'heun', got {scheme!r}")
-    for name, v in (("n_paths", n_paths), ("n_steps", n_steps)):
-        if not isinstance(v, (int, np.integer)) or v < 2:
-            raise ValueError(f"{name} must be an integer >= 2, got {v!r}")
+    choice("scheme", scheme, ("euler", "heun"))
+    n_paths, n_steps = integer("n_paths", n_paths, minimum=2), integer("n_steps", n_steps, minimum=2)
+    step_count("n_steps", n_steps, max_steps)
+    keep_paths = integer("keep_paths", keep_paths, minimum=0)
+    dtype, device = floating_dtype("dtype", dtype), _device("device", device)
     x0 = as_float64("x0", x0).reshape(-1)
     if x0.numel() != problem.state_dim:
         raise ValueError(f"x0 must have {problem.state_dim} entries, got {x0.numel()}")
-    g = make_generator(generator, device)
+    g = make_generator(generator, device, "generator")
     dt = problem.T / n_steps
     disc = lambda s: math.exp(-problem.rho * s)  # noqa: E731
     # simulate in chunks: tensors under torch's parallel grain size stay single-threaded, which is much faster
@@ -273,10 +321,12 @@ def monte_carlo_value(problem, policy, x0, n_paths: int = 20000, n_steps: int = 
 
 
 def discounted_reward_of_policy(problem, policy: Callable, x0: torch.Tensor, T: float, dt: float = 0.01,
-                                scheme: str = "weak2", generator=None, dW=None) -> Simulation:
+                                scheme: str = "weak2", generator=None, dW=None, max_steps: int | None = None
+                                ) -> Simulation:
     """Simulate the closed loop of ``policy`` from ``x0`` (B, d) and record the paths: a :class:`Simulation`
     with ``x`` (N+1, B, d), ``a`` and the cumulative discounted reward ``cum_reward`` (N+1, B, 1).
 
     Pass the same ``dW`` (or seed) to compare two policies on the same noise."""
     with torch.no_grad():
-        return simulate(problem, policy, x0, T, dt, scheme=scheme, generator=generator, dW=dW, record=True)
+        return simulate(problem, policy, x0, T, dt, scheme=scheme, generator=generator, dW=dW, record=True,
+                        max_steps=max_steps)

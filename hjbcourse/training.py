@@ -12,9 +12,56 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
+from ._checks import InputTypeError, _check_seed, choice, device, flag, plain_number, show
+
 __all__ = ["SolverConfig", "History", "DivergenceError", "check_finite"]
+
+
+def _kinds(annotation) -> set[str]:
+    """The kinds a config field's annotation allows: {"int", "float", "str", "bool", "tuple", "None", ...}."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    kinds = set()
+    for part in text.replace(" ", "").split("|"):
+        kinds.add("tuple_of_bool" if part == "tuple[bool,...]" else "tuple_of_float" if part == "tuple[float,...]"
+                  else part.split("[")[0])
+    return kinds
+
+
+def _normalised(value, kinds: set[str]):
+    """``value`` with numpy scalars turned into Python numbers and, for a tuple field, a list or array into a
+    tuple of them, so that a config round-trips through a checkpoint (``weights_only=True``)."""
+    value = plain_number(value)
+    if kinds & {"tuple", "tuple_of_float", "tuple_of_bool"} and isinstance(value, (list, tuple, np.ndarray)):
+        value = tuple(plain_number(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value))
+    return value
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _has_kind(value, kinds: set[str]) -> bool:
+    checks = {
+        "None": lambda v: v is None,
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": _is_real,
+        "str": lambda v: isinstance(v, str),
+        "tuple": lambda v: isinstance(v, tuple),
+        "tuple_of_float": lambda v: isinstance(v, tuple) and all(_is_real(e) for e in v),
+        "tuple_of_bool": lambda v: isinstance(v, tuple) and all(isinstance(e, bool) for e in v),
+    }
+    return any(checks[k](value) for k in kinds if k in checks) or not (kinds & set(checks))
+
+
+def _describe(kinds: set[str]) -> str:
+    names = {"None": "None", "bool": "True or False", "int": "an integer", "float": "a real number",
+             "str": "a string", "tuple": "a tuple", "tuple_of_float": "a tuple of real numbers",
+             "tuple_of_bool": "a tuple of bools"}
+    return " or ".join(names[k] for k in sorted(kinds, key=lambda k: k == "None") if k in names)
 
 
 @dataclass(frozen=True)
@@ -33,15 +80,27 @@ class SolverConfig:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "full": {}}
 
     def __post_init__(self):
-        self._check_ints("seed", minimum=0)
-        if not isinstance(self.progress, bool):
-            raise ValueError(f"progress must be True or False, got {self.progress!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        dev = torch.device(self.device)  # raises on a malformed device string
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device!r} was asked for, but torch finds no CUDA GPU here; use "
-                             f"device='cpu' (hjb.setup() picks the device that exists)")
+        self._check_kinds()
+        _check_seed(self.seed)
+        flag("progress", self.progress)
+        choice("dtype", self.dtype, ("float32", "float64"))
+        device("device", self.device)  # a device that exists here
+        if isinstance(self.device, torch.device):
+            object.__setattr__(self, "device", str(self.device))
+
+    def _check_kinds(self) -> None:
+        """The input contract for every field, from its annotation: numpy scalars become Python numbers (and
+        sequences of a tuple field tuples), then a bool, string or complex number where the annotation says a
+        number (or any other wrong kind) raises :class:`~hjbcourse._checks.InputTypeError` naming the field.
+        Ranges are each config's own ``__post_init__``."""
+        for f in dataclasses.fields(self):
+            if f.name == "device":
+                continue
+            kinds = _kinds(f.type)
+            value = _normalised(getattr(self, f.name), kinds)
+            if not _has_kind(value, kinds):
+                raise InputTypeError(f"{f.name} must be {_describe(kinds)}, got {show(getattr(self, f.name))}")
+            object.__setattr__(self, f.name, value)
 
     def _check_ints(self, *names: str, minimum: int = 1) -> None:
         """Refuse a field among ``names`` that is not a Python int (bool refused) of at least ``minimum``."""

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .._checks import _check_seed, _positive_int, _tensor
+from .._checks import _check_seed, _positive_int, _tensor, choice, floating_tensor, step_count
 from ..runtime import _cpu_threads, _forked_rng, make_generator
 from .mixture import GaussianMixture
 from .sde import VPSDE
@@ -55,6 +55,8 @@ def _call_control(u: Control, t: float, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
         raise ValueError(f"control must map (B, d) -> (B, d); got {getattr(out, 'shape', type(out))} "
                          f"for {tuple(x.shape)}")
+    if not out.is_floating_point():
+        raise ValueError(f"control must return a floating tensor, got dtype {out.dtype}")
     return out.to(x.dtype)
 
 
@@ -65,7 +67,8 @@ def _brownian(n_steps: int, shape, g: torch.Generator, dtype, device) -> torch.T
 
 def simulate_reverse(sde: VPSDE, control: Control, x0: torch.Tensor, *, t0: float = 0.0, n_steps: int = 1000,
                      generator=None, exact_control: Control | None = None, keep_path: bool = False,
-                     scheme: str = "heun", noise: torch.Tensor | None = None) -> ReversePaths:
+                     scheme: str = "heun", noise: torch.Tensor | None = None,
+                     max_steps: int | None = None) -> ReversePaths:
     """Integrate dX = (mu + Sigma u) dt + Sigma dW from X_{t0} = x0 (B, d) to X_T on a uniform grid.
 
     ``control(t, x)`` takes reverse time ``t`` (a float) first and maps (B, d) -> (B, d); a network works as well
@@ -77,26 +80,27 @@ def simulate_reverse(sde: VPSDE, control: Control, x0: torch.Tensor, *, t0: floa
     In both, each step's noise has the exact variance int beta(T - r) dr over the step, and only t < T is
     used: Heun's last step is an Euler step, so a learned score is never asked for zero noise.
     :meth:`DiffusionControl.step_bias` measures the time-step error. ``noise`` (n_steps, B, d): standard normal
-    draws to use instead of fresh ones (to couple two step sizes).
+    draws to use instead of fresh ones (to couple two step sizes). ``max_steps``: the largest ``n_steps`` allowed
+    (None: 1,000,000).
     """
-    if not isinstance(x0, torch.Tensor) or x0.ndim != 2:
-        raise ValueError(f"x0 must be a tensor of shape (batch, d), got {getattr(x0, 'shape', type(x0))}")
+    floating_tensor("x0", x0, (None, None))
     with torch.no_grad(), _cpu_threads(1 if x0.device.type == "cpu" else None):
-        return _simulate_reverse(sde, control, x0, t0, n_steps, generator, exact_control, keep_path, scheme, noise)
+        return _simulate_reverse(sde, control, x0, t0, n_steps, generator, exact_control, keep_path, scheme, noise,
+                                 max_steps)
 
 
-def _simulate_reverse(sde, control, x0, t0, n_steps, generator, exact_control, keep_path, scheme, noise):
+def _simulate_reverse(sde, control, x0, t0, n_steps, generator, exact_control, keep_path, scheme, noise,
+                      max_steps=None):
     t0 = sde.check_time(t0, "t0")
     if t0 >= sde.T:
         raise ValueError(f"t0 must be < T={sde.T}, got {t0}")
-    n_steps = _positive_int("n_steps", n_steps)
-    if scheme not in ("euler", "heun"):
-        raise ValueError(f"scheme must be 'euler' or 'heun', got {scheme!r}")
+    n_steps = step_count("n_steps", _positive_int("n_steps", n_steps), max_steps)
+    choice("scheme", scheme, ("euler", "heun"))
     B, d = x0.shape
     if noise is None:
-        noise = _brownian(n_steps, (B, d), make_generator(generator, x0.device), x0.dtype, x0.device)
-    elif tuple(noise.shape) != (n_steps, B, d):
-        raise ValueError(f"noise must have shape (n_steps, B, d) = {(n_steps, B, d)}, got {tuple(noise.shape)}")
+        noise = _brownian(n_steps, (B, d), make_generator(generator, x0.device, "generator"), x0.dtype, x0.device)
+    else:
+        floating_tensor("noise", noise, (n_steps, B, d))
     dt = (sde.T - t0) / n_steps
     times = [t0 + i * dt for i in range(n_steps)] + [sde.T]
     x = x0.clone()
@@ -253,7 +257,7 @@ class DiffusionControl:
         integrated along the same simulated paths (:func:`simulate_reverse`).
         """
         t, x, n_paths = self._check_start(t, x, n_paths)
-        g = make_generator(generator, self.data.device)
+        g = make_generator(generator, self.data.device, "generator")
         noise = _brownian(_positive_int("n_steps", n_steps), (n_paths, self.dim), g, self.data.dtype, self.data.device)
         cost, gap, V = self._per_path(control, t, x, n_paths, n_steps, noise, scheme)
         resid = cost - V - gap
@@ -271,7 +275,7 @@ class DiffusionControl:
         """
         t, x, n_paths = self._check_start(t, x, n_paths)
         n_steps = _positive_int("n_steps", n_steps)
-        g = make_generator(generator, self.data.device)
+        g = make_generator(generator, self.data.device, "generator")
         fine = _brownian(2 * n_steps, (n_paths, self.dim), g, self.data.dtype, self.data.device)
         dt = (self.sde.T - t) / (2 * n_steps)
         var = [self.sde.int_beta(self.sde.T - t - i * dt) - self.sde.int_beta(max(self.sde.T - t - (i + 1) * dt, 0.0))
@@ -290,7 +294,7 @@ class DiffusionControl:
 
         ``start="exact"`` draws X_0 from p_T, ``start="prior"`` from N(0, I) as a practical sampler does.
         """
-        g = make_generator(generator, self.data.device)
+        g = make_generator(generator, self.data.device, "generator")
         if start == "exact":
             x0 = self.initial_sample(n, generator=g)
         elif start == "prior":

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .._checks import _positive_int, _tensor
+from .._checks import _positive_int, _tensor, floating_tensor
 from ..runtime import make_generator
 from .sde import VPSDE
 
@@ -14,12 +14,9 @@ __all__ = ["GaussianMixture"]
 
 
 def _check_x(x: torch.Tensor, d: int, name: str = "x") -> torch.Tensor:
-    """``x`` itself when it is a tensor of shape (batch, d), else a ``ValueError`` naming ``name``."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch tensor of shape (batch, {d}), got {type(x).__name__}")
-    if x.ndim != 2 or x.shape[1] != d:
-        raise ValueError(f"{name} must have shape (batch, {d}), got {tuple(x.shape)}")
-    return x
+    """``x`` itself when it is a finite floating tensor of shape (batch, d), else a ``ValueError`` (a
+    ``TypeError`` for the wrong kind) naming ``name``."""
+    return floating_tensor(name, x, (None, d))
 
 
 class GaussianMixture:
@@ -149,7 +146,7 @@ class GaussianMixture:
     def sample(self, n: int, generator=None) -> torch.Tensor:
         """n independent draws, (n, d); ``generator`` a torch.Generator or a seed."""
         n = _positive_int("n", n)
-        g = make_generator(generator, self.device)
+        g = make_generator(generator, self.device, "generator")
         k = torch.multinomial(self.weights, n, replacement=True, generator=g)
         z = torch.randn(n, self.dim, generator=g, dtype=self.dtype, device=self.device)
         return self.means[k] + (self._chol[k] @ z[:, :, None])[:, :, 0]

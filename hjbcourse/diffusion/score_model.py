@@ -113,6 +113,6 @@ class ScoreModel:
                scheme: str = "heun") -> torch.Tensor:
         """n samples of the learned reverse SDE started from N(0, I); (n, d)."""
         p = next(self.net.parameters())
-        g = make_generator(generator, p.device)
+        g = make_generator(generator, p.device, "generator")
         x0 = self.sde.prior_sample(_positive_int("n", n), self.net.dim, g, dtype, p.device)
         return simulate_reverse(self.sde, self.control, x0, n_steps=n_steps, generator=g, scheme=scheme).x

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-from .._checks import _positive_int, _scalar
+from .._checks import _positive_int, _scalar, device as _device, floating_dtype, floating_tensor, step_count, time_in
 from ..runtime import _cpu_threads, make_generator
 
 __all__ = ["VPSDE"]
@@ -35,15 +34,9 @@ class VPSDE:
         return f"VPSDE(beta_min={self.beta_min}, beta_max={self.beta_max}, T={self.T})"
 
     def check_time(self, t, name: str = "t") -> float:
-        """``t`` as a float, or a ``ValueError`` naming ``name`` when it is not a number in [0, T]."""
-        if isinstance(t, torch.Tensor) and t.numel() == 1:
-            t = t.item()
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)):
-            raise ValueError(f"{name} must be a float in [0, T={self.T}], got {t!r}")
-        t = float(t)
-        if not (0.0 <= t <= self.T * (1 + 1e-12)):
-            raise ValueError(f"{name} must lie in [0, T={self.T}], got {t}")
-        return min(t, self.T)
+        """``t`` as a float, or a ``ValueError`` naming ``name`` when it is not a number in [0, T] (a
+        ``TypeError`` for a bool, string or complex number)."""
+        return time_in(name, t, self.T)
 
     # forward time t -------------------------------------------------------------------------------------------
     def beta(self, t):
@@ -88,18 +81,22 @@ class VPSDE:
 
     def prior_sample(self, n: int, d: int, generator=None, dtype=torch.float64, device="cpu") -> torch.Tensor:
         """n draws from N(0, I), the stationary law that p_T approaches; (n, d)."""
-        g = make_generator(generator, device)
+        n, d = _positive_int("n", n), _positive_int("d", d)
+        dtype, device = floating_dtype("dtype", dtype), _device("device", device)
+        g = make_generator(generator, device, "generator")
         return torch.randn(n, d, generator=g, dtype=dtype, device=device)
 
-    def simulate(self, x0: torch.Tensor, t: float, n_steps: int = 1000, generator=None) -> torch.Tensor:
+    def simulate(self, x0: torch.Tensor, t: float, n_steps: int = 1000, generator=None,
+                 max_steps: int | None = None) -> torch.Tensor:
         """Euler-Maruyama for the forward SDE from ``x0`` (B, d) at time 0 to forward time ``t``; returns (B, d).
 
         A brute-force reference for :meth:`GaussianMixture.marginal` (its O(dt) bias is below Monte Carlo
-        error at the default step).
+        error at the default step). ``max_steps``: the largest ``n_steps`` allowed (None: 1,000,000).
         """
+        floating_tensor("x0", x0, (None, None))
         t = self.check_time(t, "t")
-        n_steps = _positive_int("n_steps", n_steps)
-        g = make_generator(generator, x0.device)
+        n_steps = step_count("n_steps", _positive_int("n_steps", n_steps), max_steps)
+        g = make_generator(generator, x0.device, "generator")
         x = x0.clone()
         dt = t / n_steps
         with torch.no_grad(), _cpu_threads(1 if x.device.type == "cpu" else None):

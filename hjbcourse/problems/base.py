@@ -13,10 +13,21 @@ import math
 
 import torch
 
-from .._checks import _domain, _per_coordinate, _positive_int, _scalar
+from .._checks import (InputTypeError, _domain, _per_coordinate, _positive_int, _scalar, device as _device, flag,
+                       floating_dtype, floating_tensor, inside, integer)
 from ..runtime import make_generator
 
-__all__ = ["ControlProblem", "FiniteHorizonProblem", "squash_to_bounds"]
+__all__ = ["ControlProblem", "FiniteHorizonProblem", "squash_to_bounds", "check_states"]
+
+
+def check_states(problem, x, name: str = "x") -> torch.Tensor:
+    """The input contract for states of ``problem``: ``x`` a floating tensor (batch, state_dim), finite, not
+    empty, every entry inside ``problem.state_space`` (an open interval; Merton's wealth > 0)."""
+    floating_tensor(name, x, (None, problem.state_dim))
+    lo, hi = getattr(problem, "state_space", (-math.inf, math.inf))
+    if math.isfinite(lo) or math.isfinite(hi):
+        inside(name, x, lo, hi, f"the state space of {type(problem).__name__}")
+    return x
 
 
 def squash_to_bounds(raw: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -42,7 +53,9 @@ class ControlProblem:
     Subclasses set ``state_dim``, ``action_dim``, ``noise_dim``, ``rho``, the box ``domain`` (the states a
     reader looks at, used for training and plots) and the action box ``action_low``/``action_high`` (entries
     may be +-inf), and implement :meth:`drift`, :meth:`diffusion` and :meth:`reward`. ``additive_noise`` is
-    true when the diffusion depends on neither state nor action (the SDE schemes use it).
+    true when the diffusion depends on neither state nor action (the SDE schemes use it). ``state_space`` is
+    the open interval (low, high) every coordinate of a state lies in (Merton's wealth: (0, inf)):
+    :meth:`check_state` refuses states outside it.
     """
 
     state_dim: int
@@ -51,6 +64,7 @@ class ControlProblem:
     rho: float
     additive_noise: bool = False
     name: str = "problem"
+    state_space: tuple[float, float] = (-math.inf, math.inf)
 
     def __init__(self, state_dim: int, action_dim: int, noise_dim: int, rho, domain, action_low=None,
                  action_high=None, additive_noise: bool = False, name: str | None = None):
@@ -66,8 +80,12 @@ class ControlProblem:
         self.action_high = inf if action_high is None else _per_coordinate("action_high", action_high, self.action_dim, True)
         if not bool((self.action_low < self.action_high).all()):
             raise ValueError("action_low must be below action_high in every coordinate")
-        self.additive_noise = bool(additive_noise)
+        if not bool((self.domain[0] >= self.state_space[0]).all() and (self.domain[1] <= self.state_space[1]).all()):
+            raise ValueError(f"domain must lie in the state space {self.state_space}, got {domain!r}")
+        self.additive_noise = flag("additive_noise", additive_noise)
         if name is not None:
+            if not isinstance(name, str):
+                raise InputTypeError(f"name must be a string, got {name!r}")
             self.name = name
 
     # -- the model ---------------------------------------------------------------------------------
@@ -97,16 +115,18 @@ class ControlProblem:
 
     # -- helpers shared by every solver -------------------------------------------------------------
     def check_state(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{name} must be a torch tensor of shape (batch, {self.state_dim}), got {type(x).__name__}")
-        if x.ndim != 2 or x.shape[1] != self.state_dim:
-            raise ValueError(f"{name} must have shape (batch, {self.state_dim}), got {tuple(x.shape)}")
-        return x
+        """``x`` itself, after the input contract: a floating tensor (batch, state_dim), finite, not empty, every
+        entry in ``state_space``; else a ``ValueError`` (a ``TypeError`` for the wrong kind) naming ``name``."""
+        return check_states(self, x, name)
 
     def check_action(self, a: torch.Tensor, batch: int, name: str = "a") -> torch.Tensor:
+        """``a`` itself, after checking it is a floating tensor of shape (batch, action_dim) (no sync: the values
+        are checked by the caller where it matters, e.g. :func:`hjbcourse.simulate`)."""
         if not isinstance(a, torch.Tensor) or a.ndim != 2 or a.shape != (batch, self.action_dim):
             got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
             raise ValueError(f"{name} must have shape ({batch}, {self.action_dim}), got {got}")
+        if not a.is_floating_point():
+            raise InputTypeError(f"{name} must be a floating tensor, got dtype {a.dtype}")
         return a
 
     def squash_action(self, raw: torch.Tensor) -> torch.Tensor:
@@ -121,7 +141,8 @@ class ControlProblem:
                       device="cpu") -> torch.Tensor:
         """(n, d): training states, uniform on ``domain`` (subclasses may add mass where it is needed)."""
         n = _positive_int("n", n)
-        g = make_generator(generator, "cpu")
+        dtype, device = floating_dtype("dtype", dtype), _device("device", device)
+        g = make_generator(generator, "cpu", "generator")
         lo, hi = self.domain
         u = torch.rand(n, self.state_dim, generator=g, dtype=torch.float64)
         return (lo + (hi - lo) * u).to(dtype=dtype, device=device)
@@ -130,6 +151,8 @@ class ControlProblem:
         """(n, 1): an even grid over the domain of a one-dimensional problem, for plots and errors."""
         if self.state_dim != 1:
             raise ValueError(f"grid() is for one-dimensional problems; this one has state_dim={self.state_dim}")
+        n = integer("n", n, minimum=2)
+        dtype, device = floating_dtype("dtype", dtype), _device("device", device)
         lo, hi = self.domain
         return torch.linspace(float(lo[0]), float(hi[0]), n, dtype=dtype, device=device).unsqueeze(1)
 
@@ -146,6 +169,8 @@ class FiniteHorizonProblem:
 
     name: str = "finite-horizon problem"
 
+    state_space: tuple[float, float] = (-math.inf, math.inf)
+
     def __init__(self, state_dim: int, action_dim: int, noise_dim: int, T, rho=0.0, domain=(-1.0, 1.0)):
         self.state_dim, self.action_dim, self.noise_dim = (_positive_int("state_dim", state_dim),
                                                            _positive_int("action_dim", action_dim),
@@ -153,6 +178,12 @@ class FiniteHorizonProblem:
         self.T = _scalar("T", T, positive=True)
         self.rho = _scalar("rho", rho, nonnegative=True)
         self.domain = _domain(domain, self.state_dim)
+        if not bool((self.domain[0] < self.domain[1]).all()):
+            raise ValueError(f"domain must have low < high in every coordinate, got {domain!r}")
+
+    def check_state(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """``x`` itself, after the input contract (see :meth:`ControlProblem.check_state`)."""
+        return check_states(self, x, name)
 
     def drift(self, t, x, a):
         raise NotImplementedError

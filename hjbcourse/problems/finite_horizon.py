@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._checks import as_float64
+from .._checks import _scalar, as_float64
 from .base import FiniteHorizonProblem
 from .lqr import StochasticLQR
 
@@ -34,9 +34,7 @@ class FiniteHorizonLQR(FiniteHorizonProblem):
     name = "finite-horizon LQR"
 
     def __init__(self, A, B, Q, R, D, G, T, rho=0.0, domain=(-2.0, 2.0)):
-        rho_v = float(as_float64("rho", rho).reshape(()))
-        if rho_v < 0:
-            raise ValueError(f"rho must be non-negative, got {rho_v}")
+        rho_v = _scalar("rho", rho, nonnegative=True)
         A_ = as_float64("A", A)
         A_ = A_.reshape(1, 1) if A_.ndim == 0 else A_
         if A_.ndim != 2 or A_.shape[0] != A_.shape[1]:
@@ -56,7 +54,10 @@ class FiniteHorizonLQR(FiniteHorizonProblem):
 
     @classmethod
     def scalar(cls, alpha=-0.5, beta=1.0, q=1.0, r_a=0.1, sigma=0.3, rho=0.1, g=0.0, T=1.0, domain=(-2.0, 2.0)):
-        """The course's one-dimensional LQR on [0, T] with terminal reward -1/2 g x^2."""
+        """The course's one-dimensional LQR on [0, T] with terminal reward -1/2 g x^2 (each parameter a real
+        number, checked under its own name)."""
+        alpha, beta, q, r_a, sigma, g = (_scalar(n, v) for n, v in (("alpha", alpha), ("beta", beta), ("q", q),
+                                                                     ("r_a", r_a), ("sigma", sigma), ("g", g)))
         return cls([[alpha]], [[beta]], [[q]], [[r_a]], [[sigma]], [[g]], T, rho, domain)
 
     # -- the model (time first) -------------------------------------------------------------------------

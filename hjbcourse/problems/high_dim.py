@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 import torch
-from .._checks import _positive_int, _scalar
+from .._checks import _positive_int, _scalar, floating_dtype, time_in
 from ..runtime import make_generator
 from .base import FiniteHorizonProblem
 
@@ -107,13 +107,6 @@ class HighDimLQG(FiniteHorizonProblem):
         """(B, d) -> (B, d): the minimiser m* = -sqrt(lam) grad u of |m|^2 + 2 sqrt(lam) m . grad u."""
         return -math.sqrt(self.lam) * grad_u
 
-    def check_state(self, x, name: str = "x"):
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{name} must be a torch tensor of shape (batch, {self.dim}), got {type(x).__name__}")
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"{name} must have shape (batch, {self.dim}), got {tuple(x.shape)}")
-        return x
-
     def sample_initial_states(self, n: int, radius: float, generator=None, dtype=torch.float32,
                               device="cpu") -> torch.Tensor:
         """(n, d): points with |x| uniform on [0, radius] and a uniform direction (radius 0: the origin).
@@ -123,9 +116,10 @@ class HighDimLQG(FiniteHorizonProblem):
         """
         n = _positive_int("n", n)
         radius = _scalar("radius", radius, nonnegative=True)
+        floating_dtype("dtype", dtype)
         if radius == 0.0:
             return torch.zeros(n, self.dim, dtype=dtype, device=device)
-        g = make_generator(generator, "cpu")
+        g = make_generator(generator, "cpu", "generator")
         direction = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
         direction = direction / direction.norm(dim=1, keepdim=True)
         r = radius * torch.rand(n, 1, generator=g, dtype=torch.float64)
@@ -133,14 +127,7 @@ class HighDimLQG(FiniteHorizonProblem):
 
     # -- the exact solution (Cole-Hopf) --------------------------------------------------------------
     def _check_t(self, t) -> float:
-        if isinstance(t, torch.Tensor):
-            if t.numel() != 1:
-                raise ValueError(f"t must be a float, got a tensor of shape {tuple(t.shape)}")
-            t = float(t)
-        t = _scalar("t", t)
-        if not 0.0 <= t <= self.T:
-            raise ValueError(f"t must lie in [0, T] = [0, {self.T}], got {t}")
-        return t
+        return time_in("t", t, self.T)
 
     def _radial_mean(self, fn, dof: float, r2: np.ndarray, tau: float, rule=None) -> np.ndarray:
         """E[fn(|x + sqrt(2 tau) N|^2)] for N ~ N(0, I_dof) and each squared norm |x|^2 in ``r2`` (n,) -> (n,).

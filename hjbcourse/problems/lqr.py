@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._checks import _columns, _positive_int, _scalar, as_float64
+from .._checks import _columns, _positive_int, _scalar, as_float64, device as _device, floating_dtype, integer, show
 from ..runtime import make_generator
 from .base import ControlProblem
 
@@ -50,13 +50,13 @@ class StochasticLQR(ControlProblem):
             raise ValueError(f"R must have shape ({k}, {k}), got {tuple(R.shape)}")
         D = _columns("D", D, d, "m")
         if not torch.allclose(Q, Q.T, atol=1e-12):
-            raise ValueError("Q must be symmetric")
+            raise ValueError(f"Q must be symmetric, got {show(Q.tolist())}")
         if float(torch.linalg.eigvalsh(Q).min()) < -1e-12:
-            raise ValueError("Q must be positive semi-definite")
+            raise ValueError(f"Q must be positive semi-definite, got {show(Q.tolist())}")
         if not torch.allclose(R, R.T, atol=1e-12):
-            raise ValueError("R must be symmetric")
+            raise ValueError(f"R must be symmetric, got {show(R.tolist())}")
         if float(torch.linalg.eigvalsh(R).min()) <= 0:
-            raise ValueError("R must be positive definite (every action must cost something)")
+            raise ValueError(f"R must be positive definite (every action must cost something), got {show(R.tolist())}")
         rho_v = _scalar("rho", rho, positive=True)
         if not _is_stabilizable(A.numpy() - 0.5 * rho_v * np.eye(d), B.numpy()):
             raise ValueError("the pair (A - rho/2 I, B) must be stabilisable: some unstable mode of A cannot be "
@@ -68,9 +68,12 @@ class StochasticLQR(ControlProblem):
 
     @classmethod
     def scalar(cls, alpha=-0.5, beta=1.0, q=1.0, r_a=0.1, sigma=0.3, rho=0.1, domain=(-2.0, 2.0)):
-        """The course's one-dimensional example: dX = (alpha X + beta a) dt + sigma dW, r = -1/2 (q x^2 + r_a a^2)."""
-        if _scalar("sigma", sigma) < 0:
-            raise ValueError(f"sigma must be non-negative, got {sigma}")
+        """The course's one-dimensional example: dX = (alpha X + beta a) dt + sigma dW, r = -1/2 (q x^2 + r_a a^2).
+
+        Each parameter is a real number (``q``, ``sigma`` >= 0, ``r_a``, ``rho`` > 0), checked under its own name."""
+        alpha, beta = _scalar("alpha", alpha), _scalar("beta", beta)
+        q, sigma = _scalar("q", q, nonnegative=True), _scalar("sigma", sigma, nonnegative=True)
+        r_a = _scalar("r_a", r_a, positive=True)
         return cls([[alpha]], [[beta]], [[q]], [[r_a]], [[sigma]], rho, domain=domain)
 
     def drift(self, x, a):
@@ -87,7 +90,8 @@ class StochasticLQR(ControlProblem):
         (a uniform direction times a radius uniform on [0, half-width]). In many dimensions a box sample
         leaves the neighbourhood of the origin, where the optimal paths go, empty; the radial half fills it."""
         n = _positive_int("n", n)
-        g = make_generator(generator, "cpu")
+        dtype, device = floating_dtype("dtype", dtype), _device("device", device)
+        g = make_generator(generator, "cpu", "generator")
         lo, hi = self.domain
         n_box = n - n // 2
         box = lo + (hi - lo) * torch.rand(n_box, self.state_dim, generator=g, dtype=torch.float64)
@@ -113,8 +117,11 @@ def coupled_lqr(d: int = 10, alpha: float = -0.5, coupling: float = 0.2, skew: f
     the superdiagonal), B = I, Q = q I, R = r_a I and D = sigma (I + noise_coupling (N + N')): the drift mixes
     neighbours, non-symmetrically, and so does the noise.
     """
-    if not isinstance(d, int) or d < 2:
-        raise ValueError(f"d must be an integer >= 2, got {d!r}")
+    d = integer("d", d, minimum=2)
+    alpha, coupling, skew, q, sigma, noise_coupling = (
+        _scalar(n, v) for n, v in (("alpha", alpha), ("coupling", coupling), ("skew", skew), ("q", q),
+                                   ("sigma", sigma), ("noise_coupling", noise_coupling)))
+    r_a = _scalar("r_a", r_a, positive=True)
     N = torch.diag(torch.ones(d - 1, dtype=torch.float64), 1)
     eye = torch.eye(d, dtype=torch.float64)
     A = alpha * eye + coupling * (N + N.T) + skew * (N - N.T)

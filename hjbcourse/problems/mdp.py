@@ -3,10 +3,9 @@
 Their solvers (value and policy iteration) are in :mod:`hjbcourse.discrete`."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from .._checks import _positive_int, _real
+from .._checks import _check_seed, _positive_int, _scalar, as_float64
 from ..runtime import make_generator
 
 __all__ = ["FiniteMDP", "random_mdp"]
@@ -20,20 +19,20 @@ class FiniteMDP:
     """
 
     def __init__(self, P, R, gamma: float):
-        P = torch.as_tensor(np.asarray(P.detach().cpu() if isinstance(P, torch.Tensor) else P, dtype=np.float64))
-        R = torch.as_tensor(np.asarray(R.detach().cpu() if isinstance(R, torch.Tensor) else R, dtype=np.float64))
+        P, R = as_float64("P", P), as_float64("R", R)
         if P.ndim != 3 or P.shape[0] != P.shape[2]:
             raise ValueError(f"P must have shape (S, A, S), got {tuple(P.shape)}")
         S, A = P.shape[0], P.shape[1]
         if tuple(R.shape) != (S, A):
             raise ValueError(f"R must have shape ({S}, {A}) to match P, got {tuple(R.shape)}")
-        if not bool(torch.isfinite(P).all()) or not bool(torch.isfinite(R).all()):
-            raise ValueError("P and R must be finite")
         if bool((P < 0).any()) or not torch.allclose(P.sum(-1), torch.ones(S, A, dtype=torch.float64), atol=1e-9):
             raise ValueError("P must hold probabilities: non-negative, each P[s, a, :] summing to 1")
-        if not (_real(gamma) and 0.0 < float(gamma) < 1.0):
+        gamma = _scalar("gamma", gamma)
+        if not 0.0 < gamma < 1.0:
             raise ValueError(f"gamma must lie in (0, 1), got {gamma!r}")
-        self.P, self.R, self.gamma = P, R, float(gamma)
+        if S < 1 or A < 1:
+            raise ValueError(f"P must hold at least one state and one action, got shape {tuple(P.shape)}")
+        self.P, self.R, self.gamma = P, R, gamma
 
     @property
     def n_states(self) -> int:
@@ -57,6 +56,8 @@ def random_mdp(n_states: int = 20, n_actions: int = 3, gamma: float = 0.9, branc
     probabilities; rewards are standard normal. The same seed gives the same MDP."""
     for name, v in (("n_states", n_states), ("n_actions", n_actions), ("branching", branching)):
         _positive_int(name, v)
+    if not isinstance(seed, torch.Generator) and seed is not None:
+        _check_seed(seed)
     if branching > n_states:
         raise ValueError(f"branching must be at most n_states={n_states}, got {branching}")
     g = make_generator(seed, "cpu")

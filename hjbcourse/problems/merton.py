@@ -1,9 +1,11 @@
 """Merton's portfolio and consumption problem (book: chapter "Merton", Appendix B)."""
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .._checks import _domain, _scalar
+from .._checks import _domain, _scalar, numbers_tuple
 from .base import ControlProblem
 
 __all__ = ["Merton"]
@@ -16,9 +18,12 @@ class Merton(ControlProblem):
     dX = (r + pi (mu - r) - k) X dt + pi sigma X dW, reward u(k X) with CRRA utility
     u(c) = c^{1-gamma} / (1 - gamma), or log c when gamma == 1. Lifetime utility is finite only when
     rho - (1 - gamma) M > 0 with M = r + (mu - r)^2 / (2 gamma sigma^2); otherwise a ``ValueError``.
+    ``pi_bounds`` and ``k_bounds`` are pairs (low, high) of finite numbers, with 0 <= k's low end. States are
+    wealths: :meth:`check_state` refuses wealth <= 0.
     """
 
     name = "Merton"
+    state_space = (0.0, math.inf)
 
     def __init__(self, r=0.03, mu=0.08, sigma=0.2, gamma=2.0, rho=0.05, domain=(0.5, 2.0),
                  pi_bounds=(-1.0, 3.0), k_bounds=(1e-3, 1.0)):
@@ -34,6 +39,7 @@ class Merton(ControlProblem):
         lo, _ = _domain(domain, 1)
         if not float(lo) > 0:
             raise ValueError(f"domain must lie in positive wealth, got {domain!r}")
+        pi_bounds, k_bounds = numbers_tuple("pi_bounds", pi_bounds, 2), numbers_tuple("k_bounds", k_bounds, 2)
         if not (pi_bounds[0] < pi_bounds[1]) or not (0 <= k_bounds[0] < k_bounds[1]):
             raise ValueError(f"pi_bounds and k_bounds must be increasing with k_bounds[0] >= 0, got {pi_bounds}, {k_bounds}")
         super().__init__(1, 2, 1, rho_v, domain, action_low=[pi_bounds[0], k_bounds[0]],

@@ -2,10 +2,9 @@
 deterministic HJB", viscosity solutions)."""
 from __future__ import annotations
 
-import math
-
 import torch
 
+from .._checks import _scalar
 from .base import ControlProblem
 
 __all__ = ["MinimumTimeProblem"]
@@ -23,9 +22,7 @@ class MinimumTimeProblem(ControlProblem):
     name = "minimum time"
 
     def __init__(self, rho=1.0, half_width=1.0):
-        L = float(half_width)
-        if not (math.isfinite(L) and L > 0):
-            raise ValueError(f"half_width must be a positive number, got {half_width!r}")
+        L = _scalar("half_width", half_width, positive=True)
         super().__init__(1, 1, 1, rho, (-L, L), action_low=[-1.0], action_high=[1.0], additive_noise=True)
         self.half_width = L
 

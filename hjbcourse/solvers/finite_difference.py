@@ -64,7 +64,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from .._checks import _positive_int, _real
+from .._checks import _positive_int, _real, real
 from ..problems import ControlProblem
 from ..training import History, SolverConfig, check_finite
 from .base import IterativeSolver
@@ -132,8 +132,7 @@ class FiniteDifferenceConfig(SolverConfig):
                 "coarsest": _int_at_least("coarsest", self.coarsest, 3, "an integer >= 3")}
         if self.action_grid is not None:
             ints["action_grid"] = _int_at_least("action_grid", self.action_grid, 3, "an integer >= 3")
-        if not (_real(self.tol) and self.tol > 0):
-            raise ValueError(f"tol must be a positive number, got {self.tol!r}")
+        real("tol", self.tol, positive=True)
         if not (_real(self.time_step) and self.time_step > 0):
             raise ValueError(f"time_step must be positive (math.inf for pure policy iteration), got {self.time_step!r}")
         if not isinstance(self.multilevel, bool):

@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..._checks import numbers_tuple
 from ...generator import GENERATOR_METHODS
 from ...nets import ACTIVATIONS
 from ...sde import SDE_SCHEMES
@@ -148,14 +149,8 @@ class PolicyIterationConfig(SolverConfig):
             raise ValueError(f"input_scaling must be one of {INPUT_SCALINGS}, got {self.input_scaling!r}")
         if self.policy not in ("actor", "greedy"):
             raise ValueError(f"policy must be 'actor' or 'greedy', got {self.policy!r}")
-        if self.initial_action is not None:
-            try:
-                vals = tuple(float(v) for v in self.initial_action)
-            except TypeError as e:
-                raise ValueError(f"initial_action must be a sequence of numbers, got {self.initial_action!r}") from e
-            if not all(math.isfinite(v) for v in vals):
-                raise ValueError(f"initial_action must be finite, got {self.initial_action!r}")
-            object.__setattr__(self, "initial_action", vals)
+        if self.initial_action is not None:   # a sequence of finite real numbers ("12" is no (1.0, 2.0))
+            object.__setattr__(self, "initial_action", numbers_tuple("initial_action", self.initial_action))
         if self.value_fit not in VALUE_FITS:
             raise ValueError(f"value_fit must be one of {VALUE_FITS}, got {self.value_fit!r}")
         if self.value_sign is not None and (not isinstance(self.value_sign, int) or isinstance(self.value_sign, bool)
