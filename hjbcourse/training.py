@@ -17,7 +17,13 @@ import torch
 
 from ._checks import InputTypeError, _check_seed, choice, device, flag, plain_number, show
 
-__all__ = ["SolverConfig", "History", "DivergenceError", "check_finite"]
+__all__ = ["SolverConfig", "History", "DivergenceError", "check_finite", "check_growth", "GROWTH_LIMIT",
+           "GROWTH_FLOOR"]
+
+#: a guarded loss that grows this many times above its first value means the run diverged (four orders of magnitude)
+GROWTH_LIMIT = 1e4
+#: a first value below this is read as this (a loss that starts at 0 or at rounding noise is no scale to grow from)
+GROWTH_FLOOR = 1e-8
 
 
 def _kinds(annotation) -> set[str]:
@@ -192,7 +198,19 @@ class History:
 
 
 class DivergenceError(RuntimeError):
-    """A loss became NaN or infinite; the message names the iteration and the quantity."""
+    """A loss became NaN or infinite, or grew by orders of magnitude; the message names the iteration and the
+    quantity."""
+
+
+def check_growth(value: float, reference: float, name: str, iteration: int, limit: float = GROWTH_LIMIT) -> None:
+    """Raise :class:`DivergenceError` when ``|value|`` exceeds ``limit`` times ``|reference|`` (the quantity's first
+    logged value, at least :data:`GROWTH_FLOOR`): a loss that grows by orders of magnitude is a diverging run,
+    even while it stays finite."""
+    if abs(value) > limit * max(abs(reference), GROWTH_FLOOR):
+        raise DivergenceError(
+            f"{name} grew to {value:.4g} at iteration {iteration}, more than {limit:.0e} times its first value "
+            f"{reference:.4g}: the run diverges; lower the learning rate or the time step, or check the problem's "
+            "parameters")
 
 
 def check_finite(value: torch.Tensor | float, name: str, iteration: int) -> None:

@@ -192,6 +192,7 @@ class DeepBSDE(IterativeSolver):
     """
 
     Config = DeepBSDEConfig
+    guarded = ("loss", "valid_loss")
     shown = ("loss", "u0")
     REQUIRED = ("bsde_sigma", "bsde_driver", "terminal_cost", "sample_initial_states", "optimal_action", "T",
                 "state_dim")

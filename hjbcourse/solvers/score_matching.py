@@ -86,6 +86,7 @@ class ScoreMatching(IterativeSolver):
     """
 
     Config = ScoreMatchingConfig
+    guarded = ("loss", "loss_avg")
     shown = ("loss_avg",)
 
     def __init__(self, data_or_problem, config: ScoreMatchingConfig | None = None, *, sde: VPSDE | None = None):
@@ -132,6 +133,10 @@ class ScoreMatching(IterativeSolver):
         self.model = ScoreModel(self.ema, self.sde, self.history)
         self.running: float | None = None
         self._strata = torch.arange(cfg.batch_size, device=dev, dtype=dt)[:, None]
+
+    def _signature(self) -> dict:
+        """What a checkpoint records of the data: its dimension (the network's input and output)."""
+        return {"type": "ScoreMatching data", "dim": self.dim}
 
     @property
     def _threads(self) -> int | None:

@@ -112,6 +112,7 @@ class QLearning(IterativeSolver):
     """
 
     Config = QLearningConfig
+    guarded = ("loss", "actor_loss")
     shown = ("loss",)
 
     def __init__(self, env, config: QLearningConfig | None = None):
