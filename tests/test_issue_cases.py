@@ -1,5 +1,6 @@
 """Every case of issue 19 ("No silent wrong answer"), one row each: it raises a ValueError or TypeError naming its
-parameter, a DivergenceError naming the iteration, or gives the right answer. Then the checkpoint hardening on every solver, and the interrupt test: a subprocess
+parameter (the CLI: exit status 2 with a usage line, before any work), a DivergenceError naming the iteration,
+or gives the right answer. Then the checkpoint hardening on every solver, and the interrupt test: a subprocess
 killed during a save leaves the previous checkpoint loadable."""
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 import torch
 
 import hjbcourse as hjb
+from hjbcourse import cli
 from hjbcourse.checkpoint import load_checkpoint, save_checkpoint
 from hjbcourse.discrete import solve_discrete_lqr
 from hjbcourse.solvers.base import IterativeSolver
@@ -255,6 +257,67 @@ def test_saving_to_a_directory_or_below_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="which is a file"):
         solver.save(tmp_path / "file" / "ckpt.pt")
+
+
+# -- the command line ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def no_work(monkeypatch):
+    """Any solve started by the command line fails the test: a refusal must come before the work."""
+    def refuse(*a, **k):
+        raise AssertionError("the command line started solving")
+
+    monkeypatch.setattr(hjb.solvers.policy_iteration.PolicyIteration, "__init__", refuse)
+
+
+@pytest.mark.parametrize("argv, env, flag", [
+    (["--iterations", "0"], {}, "--iterations"),
+    (["--seed", "-1"], {}, "--seed"),
+    (["--seed", "12345678901234567890"], {}, "--seed"),
+    (["--device", "bogus"], {}, "--device"),
+    ([], {"HJB_PRESET": "huge"}, "HJB_PRESET"),
+    ([], {"HJB_THREADS": "two"}, "HJB_THREADS"),
+    (["--preset", "huge"], {}, "--preset"),
+], ids=["iterations 0", "negative seed", "20-digit seed", "bogus device", "HJB_PRESET", "HJB_THREADS", "preset"])
+def test_the_cli_refuses_bad_flags_and_environment_values_with_usage(argv, env, flag, monkeypatch, capsys, no_work):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["solve", "lqr", "--no-progress", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ") and flag in err and "Traceback" not in err
+
+
+def test_the_cli_checks_out_before_solving(tmp_path, capsys, no_work):
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["solve", "lqr", "--out", str(tmp_path / "taken")])
+    assert info.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+def test_the_cli_exits_2_from_the_shell(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "hjbcourse", "solve", "lqr", "--seed", "-1"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.startswith("usage:") and "--seed" in out.stderr
+
+
+def test_an_interrupted_cli_run_leaves_no_summary_and_a_finished_one_strict_json(tmp_path, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "save_checkpoint", interrupted)
+    args = ["solve", "lqr", "--preset", "smoke", "--iterations", "1", "--no-progress", "--device", "cpu"]
+    with pytest.raises(KeyboardInterrupt):
+        cli.main([*args, "--out", str(tmp_path / "a")])
+    assert not (tmp_path / "a" / "summary.json").exists()
+    monkeypatch.undo()
+    cli.main([*args, "--out", str(tmp_path / "b")])
+    text = (tmp_path / "b" / "summary.json").read_text()
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"summary.json holds {c}"))
+    assert summary["iterations"] == 1 and len(summary["history"]["value_fit_mse"]) == 1
+    assert cli._strict({"a": [math.nan, 1.0], "b": (math.inf,), "c": "x"}) == {"a": [None, 1.0], "b": [None], "c": "x"}
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint.pt", "history.png", "summary.json",
+                                                                   "value_policy.png"]
 
 
 # -- the interrupt test ------------------------------------------------------------------------------------------
