@@ -303,3 +303,21 @@ def test_hamilton_jacobi_form():
     assert hj.hjb_minus_hj == 0
     x, p = hj.x, hj.p
     assert hj.hamiltonian.has(p ** 2)  # H is quadratic in the costate
+
+
+def test_aligned_latex_breaks_a_sum_into_lines_of_its_terms():
+    import sympy as sp
+
+    from hjbcourse.derivations import aligned_latex
+
+    x, y = sp.symbols("x y")
+    expr = x**2 - 3 * x * y + y**3 - 5 * x + 7
+    tex = aligned_latex(expr, per_line=2)
+    rows = tex.splitlines()[1:-1]
+    assert tex.startswith("\\begin{aligned}") and tex.endswith("\\end{aligned}") and len(rows) == 3
+    for term in expr.as_ordered_terms():            # every term is shown once, with its sign
+        assert sp.latex(-term if term.could_extract_minus_sign() else term) in tex
+    eq = aligned_latex(sp.Eq(x + y, 2 * x - y), per_line=1)
+    assert "= {} &" in eq and eq.count("\\\\") == 3
+    with pytest.raises(ValueError, match="per_line"):
+        aligned_latex(expr, per_line=0)

@@ -8,5 +8,6 @@ from .merton import *  # noqa: F401,F403
 from .finite_horizon import *  # noqa: F401,F403
 from .diffusion import *  # noqa: F401,F403
 from .cole_hopf import *  # noqa: F401,F403
+from .display import *  # noqa: F401,F403
 
-__all__ = [n for _m in ('cole_hopf', 'diffusion', 'finite_horizon', 'hamilton_jacobi', 'ito', 'lqr', 'merton') for n in _importlib.import_module(f"{__name__}.{_m}").__all__]
+__all__ = [n for _m in ('cole_hopf', 'diffusion', 'display', 'finite_horizon', 'hamilton_jacobi', 'ito', 'lqr', 'merton') for n in _importlib.import_module(f"{__name__}.{_m}").__all__]
