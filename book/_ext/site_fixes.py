@@ -75,7 +75,22 @@ def _default_mode(app, config):
     config.html_context = context
 
 
+def _titles_in_status_table(app, doctree, fromdocname):
+    """The execution table lists documents by path (book/05_lqr): show each as its title, linked to it."""
+    from docutils import nodes
+
+    env = app.builder.env
+    for table in doctree.findall(nodes.table):
+        for text in list(table.findall(nodes.Text)):
+            docname = text.astext().strip()
+            if docname in env.titles and docname != fromdocname:
+                link = nodes.reference("", env.titles[docname].astext(), internal=True,
+                                       refuri=app.builder.get_relative_uri(fromdocname, docname))
+                text.parent.replace(text, link)
+
+
 def setup(app):
+    app.connect("doctree-resolved", _titles_in_status_table)
     app.connect("config-inited", _default_mode)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
