@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install book test unit notebooks strict-book benchmarks clean
+.PHONY: install book test unit notebooks strict-book browser-check benchmarks clean
 
 install: $(STAMP)
 
@@ -18,19 +18,23 @@ $(STAMP): pyproject.toml constraints.txt
 book: install
 	$(BIN)/jupyter-book build . --keep-going
 
-# Unit tests, then nbval on every chapter (each chapter executes once), then a strict build of the book
-# that checks markup, references and citations without executing the chapters a second time.
-test: install unit notebooks strict-book
+# Unit tests; nbval on every chapter (two chapters at a time, each on one thread); then the strict build of the
+# book, which executes every chapter a second time so that the site has its figures; then the browser check of
+# that site. Each chapter executes twice in all.
+test: install unit notebooks strict-book browser-check
 
 unit: install
 	$(BIN)/python -m pytest tests -q
 
 notebooks: install
-	$(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider book
+	$(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider -n 2 --dist loadfile book
 
 strict-book: install
-	sed 's/^  execute_notebooks: force.*/  execute_notebooks: "off"/' _config.yml > .config_noexec.yml
-	$(BIN)/jupyter-book build . -W -n --keep-going --config .config_noexec.yml
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
+
+# Every page of the built site in headless Chromium (tests/browser_check.py); needs Debian's chromium package.
+browser-check: install
+	$(BIN)/python tests/browser_check.py _build/html
 
 benchmarks: install
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
