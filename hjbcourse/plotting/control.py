@@ -92,6 +92,13 @@ def plot_closed_loop(sims: Mapping[str, object], coord: int = 0, max_paths: int 
     return fig
 
 
+#: legends in words for the diagnostics a solver's History records
+_WORDS = {"value_fit_mse": "value fit (mean square)", "hjb_residual": "HJB residual", "value_error_estimate":
+          "estimated value error", "value_rel_l2": "value", "policy_rel_l2": "policy", "P_rel": "matrix P",
+          "K_rel": "gain K", "pi_rel": r"risky fraction $\pi$", "k_rel": "consumption rate $k$",
+          "policy_objective": "policy objective"}
+
+
 def plot_pi_history(history, keys: Sequence[str] | None = None, title: str | None = None):
     """Convergence diagnostics of a solver's ``History``, one panel per quantity, on a log scale
     (the policy objective on a linear one)."""
@@ -106,16 +113,17 @@ def plot_pi_history(history, keys: Sequence[str] | None = None, title: str | Non
     it = np.asarray(history["iteration"])
     for ax, (name, ks) in zip(axes[0], groups):
         for k in ks:
-            ax.plot(it, np.asarray(history[k]), marker="o", ms=3, label=k)
+            ax.plot(it, np.asarray(history[k]), marker="o", ms=3, label=_WORDS.get(k, k.replace("_", " ")))
         if name != "policy objective":
             ax.set_yscale("log")
         ax.set_xlabel("policy iteration")
         ax.set_ylabel({"fit and equation": "dimensionless size",
                        "errors against the closed form": "relative error",
                        "policy objective": r"mean of $(r + \mathcal{L}^a V)/\rho$"}[name], fontsize=9)
-        ax.set_title(name)
+        ax.set_title(name, fontsize=10)
         ax.legend(fontsize=8)
-    fig.suptitle(title or "Convergence diagnostics")
+    if title:
+        fig.suptitle(title)
     return fig
 
 
