@@ -158,8 +158,7 @@ class MertonSolution:
         return self.A * x.pow(1 - self.gamma) / (1 - self.gamma)
 
     def policy(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1) -> (B, 2): the constant controls [pi*, k*] at every wealth x > 0."""
-        _check_wealth(x)
+        """(B, 1) -> (B, 2): the constant controls [pi*, k*] at every wealth."""
         return torch.tensor([self.pi, self.k], dtype=x.dtype, device=x.device).expand(x.shape[0], 2)
 
     def score(self, solution, x: torch.Tensor) -> dict[str, float]:

@@ -104,39 +104,41 @@ def _increments(problem, x0: torch.Tensor, n: int, dt: float, scheme: str, gener
 
 
 class _Watch:
-    """Actions met along a simulation that are not finite or leave the action box (at states that are still
-    finite), kept on the device (no synchronisation per step) and raised once, with the first such step."""
+    """The range of the actions met along a simulation, kept on the device (no synchronisation) and checked
+    once at the end: finite and inside the action box (up to rounding). The actions are read at the start
+    points, at every ``every``-th step and at the last (a NaN or inf action makes the state, hence the later
+    actions, NaN or inf too); a reduction over a batch of actions costs about as much as a small step."""
 
-    def __init__(self, problem, like: torch.Tensor):
-        low, high = problem.action_low.to(like), problem.action_high.to(like)
-        tol = 16 * torch.finfo(like.dtype).eps    # rounding of a squash into the box
+    every = 8
+
+    def __init__(self, problem, a: torch.Tensor):
+        low, high = problem.action_low.to(a), problem.action_high.to(a)
+        tol = 16 * torch.finfo(a.dtype).eps    # rounding of a squash into the box
         self.low = low - tol * torch.where(torch.isfinite(low), low.abs(), torch.zeros_like(low)).clamp_min(1.0)
         self.high = high + tol * torch.where(torch.isfinite(high), high.abs(), torch.zeros_like(high)).clamp_min(1.0)
-        self.bad = torch.zeros((), dtype=torch.bool, device=like.device)
-        self.first_step = torch.full((), -1, dtype=torch.long, device=like.device)
-        self.step = 0
+        self.seen_low, self.seen_high = torch.aminmax(a, dim=0)
 
-    def actions(self, x: torch.Tensor, a: torch.Tensor) -> None:
-        ok = torch.isfinite(a) & (a >= self.low) & (a <= self.high)
-        bad = (~ok.all(-1) & torch.isfinite(x).all(-1)).any()
-        self.first_step = torch.where(bad & ~self.bad, torch.full_like(self.first_step, self.step), self.first_step)
-        self.bad = self.bad | bad
+    def see(self, a: torch.Tensor, step: int, last: bool) -> None:
+        if step % self.every == 0 or last:
+            lo, hi = torch.aminmax(a, dim=0)               # NaN propagates, and is refused below
+            self.seen_low, self.seen_high = torch.minimum(self.seen_low, lo), torch.maximum(self.seen_high, hi)
 
-    def raise_if_bad(self, problem) -> None:
-        if bool(self.bad):
+    def raise_if_bad(self, problem, when: str) -> None:
+        lo, hi = self.seen_low, self.seen_high
+        finite = bool((torch.isfinite(lo) & torch.isfinite(hi)).all())
+        if not (finite and bool(((lo >= self.low) & (hi <= self.high)).all())):
+            why = "" if finite else ", NaN or inf included (a broken policy, or paths that diverged: reduce dt)"
             raise ValueError(f"policy(x) must return finite actions inside the action box "
-                             f"[{problem.action_low.tolist()}, {problem.action_high.tolist()}]; at step "
-                             f"{int(self.first_step)} it returned NaN, inf or an action outside it")
+                             f"[{problem.action_low.tolist()}, {problem.action_high.tolist()}]; {when} they ranged "
+                             f"over [{lo.tolist()}, {hi.tolist()}]{why}")
 
 
-def _closed_loop(problem, policy: Callable[[torch.Tensor], torch.Tensor], watch: _Watch | None = None):
+def _closed_loop(problem, policy: Callable[[torch.Tensor], torch.Tensor]):
     """x (B, d) -> (a (B, k), f (B, d), S (B, d, m)): the policy's action (checked), the drift and the diffusion."""
 
     def coeffs(x):
         a = policy(x)
         problem.check_action(a, x.shape[0], "policy(x)")
-        if watch is not None:
-            watch.actions(x, a)
         return a, problem.drift(x, a), problem.diffusion(x, a)
 
     return coeffs
@@ -202,11 +204,11 @@ def simulate(problem, policy: Callable[[torch.Tensor], torch.Tensor], x0: torch.
     n, T, dt = _number_of_steps(T, dt, max_steps)
     dW = _increments(problem, x0, n, dt, scheme, generator, dW)
     rho = problem.rho
-    watch = _Watch(problem, x0)
-    coeffs = _closed_loop(problem, policy, watch)
+    coeffs = _closed_loop(problem, policy)
     x = x0
     a, f, S = coeffs(x)
-    watch.raise_if_bad(problem)    # the first actions at once: a constant policy outside the box stops here
+    watch = _Watch(problem, a)
+    watch.raise_if_bad(problem, "at the start points")    # at once: a constant policy outside the box stops here
     if scheme == "milstein" and not (problem.additive_noise or problem.noise_dim == 1):
         _check_commutative(coeffs, x, S, problem.noise_dim)
     r = problem.reward(x, a)
@@ -222,12 +224,12 @@ def simulate(problem, policy: Callable[[torch.Tensor], torch.Tensor], x0: torch.
         else:
             total = total + 0.5 * (math.exp(-rho * t0) * r + math.exp(-rho * t1) * r_new) * dt
         x, a, f, S, r = x_new, a_new, f_new, S_new, r_new
-        watch.step = i + 1
+        watch.see(a, i + 1, i == n - 1)
         if record:
             xs.append(x)
             as_.append(a)
             cums.append(total)
-    watch.raise_if_bad(problem)
+    watch.raise_if_bad(problem, "along the paths")
     t = torch.linspace(0.0, n * dt, n + 1, dtype=x0.dtype, device=x0.device)
     if record:
         return Simulation(t=t, x_T=x, reward=total, x=torch.stack(xs), a=torch.stack(as_), cum_reward=torch.stack(cums))
