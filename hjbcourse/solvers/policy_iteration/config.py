@@ -11,12 +11,18 @@ from ...nets import ACTIVATIONS
 from ...sde import SDE_SCHEMES
 from ...training import SolverConfig
 
-__all__ = ["PolicyIterationConfig", "INPUT_SCALINGS", "VALUE_FITS"]
+__all__ = ["PolicyIterationConfig", "INPUT_SCALINGS", "VALUE_FITS", "POLICIES", "INITIAL_POLICIES"]
 
-#: how the networks read a state: affinely in x, or affinely in log x (positive states)
-INPUT_SCALINGS = ("affine", "log")
-#: how the value is fitted to its targets: plain least squares, or weighted by 1 / V_old(x)^2
-VALUE_FITS = ("absolute", "relative")
+#: how the networks read a state: affinely in x, or affinely in log x (positive states); "auto": log for a
+#: domain of positive states, affine elsewhere
+INPUT_SCALINGS = ("auto", "affine", "log")
+#: how the value is fitted to its targets: plain least squares, or weighted by 1 / V_old(x)^2; "auto":
+#: relative where the input scaling is chosen "log" automatically, absolute elsewhere
+VALUE_FITS = ("auto", "absolute", "relative")
+#: the improvement: "greedy" where it is exact, otherwise "actor" ("auto"); or either one explicitly
+POLICIES = ("auto", "actor", "greedy")
+#: the first policy: the LQR feedback of the linearisation where it exists ("auto"), or a constant action
+INITIAL_POLICIES = ("auto", "linearised", "constant")
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,21 @@ class PolicyIterationConfig(SolverConfig):
 
     The first evaluation has no control variate (V_0 = 0), so it averages ``initial_paths_per_state``
     paths per state (None: ``paths_per_state``); simulating is cheap next to fitting, and the first fit
-    decides the first improved policy.
+    decides the first improved policy. The first policy is evaluated ``initial_sweeps`` times before the
+    first improvement (modified policy iteration): each sweep contracts the value's error by e^{-rho T} and,
+    from the second on, has the control variate, so the first improvement reads a value fitted to
+    quiet targets instead of the noisy first fit (whose greedy policy can destabilise the closed loop).
+    None (the default): 3 sweeps with the greedy policy, 1 with the actor (whose small gradient steps are
+    already damped; measured on the suite, benchmarks/README.md).
+
+    With ``adapt_dt`` the step is read off the first policy's closed loop, whose fastest rate is lambda (the
+    largest eigenvalue modulus of the drift's Jacobian over the training states): dt / lambda (at most T / 100)
+    for a slow loop (lambda < 1), at most 0.2 / lambda for a fast one; the first evaluation's step likewise.
+
+    ``"auto"`` choices (the defaults) are read off the problem when the solver starts
+    (:func:`~hjbcourse.solvers.policy_iteration.scales.resolve_settings`): the improvement (greedy where it is
+    exact), the first policy, and for a domain of positive states the log input scaling with a state box of 4,
+    the relative value fit and the value's sign from a pilot simulation.
 
     Networks: value ``value_width`` x ``value_depth``, policy ``policy_width`` x ``policy_depth``, smooth
     ``activation``, their inputs mapped to [-1, 1] on ``problem.domain``: affinely (``input_scaling=
@@ -52,7 +72,8 @@ class PolicyIterationConfig(SolverConfig):
 
     Fitting: ``value_steps`` Adam steps on minibatches of ``value_batch`` per iteration, the learning rate
     decaying geometrically from ``value_lr`` to ``value_lr_final`` over the budget, then ``polish_steps``
-    full-batch L-BFGS steps. ``value_fit="relative"`` weights each squared error by 1 / V_old(x)^2 (the
+    full-batch L-BFGS steps (None: 50 with the greedy policy, which reads grad V directly, 0 with the actor).
+    ``value_fit="relative"`` weights each squared error by 1 / V_old(x)^2 (the
     previous iteration's value at the state, normalised to mean 1, :func:`relative_weights`): a fit by
     relative error, for a value whose magnitude varies by orders over the states (the first fit, from
     V_0 = 0, stays unweighted; the logged ``value_fit_mse`` is then the weighted one). ``value_sign`` (-1 or 1,
@@ -60,7 +81,12 @@ class PolicyIterationConfig(SolverConfig):
     (:class:`SignedExpValue`), so V keeps its sign and grad V / V is a smooth output of the network; the
     first targets must have that sign on average. Neither reads anything but the targets and V_old.
     Improvement: ``policy="actor"`` (``policy_steps`` full-batch Adam steps at ``policy_lr``) or
-    ``policy="greedy"`` (closed form, control-affine problems with quadratic action cost). The actor starts
+    ``policy="greedy"`` (closed form, control-affine problems with quadratic action cost); ``"auto"`` (the
+    default) takes the greedy policy wherever it is exact (checked on sample states) and the actor elsewhere.
+    The first policy (``initial_policy``): ``"linearised"`` is the optimal feedback of the discounted LQR
+    that linearises the problem at the domain's centre, which stabilises an unstable open loop (Kleinman's
+    admissible start); ``"constant"`` is ``initial_action``; ``"auto"`` the first where the linearisation has a
+    stabilising Riccati solution and the greedy policy is used, the second elsewhere. The actor starts
     from the constant ``initial_action`` (None: the squash of 0, i.e. 0 for unbounded actions and the middle
     of the box for bounded ones). Policy iteration needs an admissible first policy, one whose value is
     finite: choose ``initial_action`` so (for Merton, a consumption rate below the growth of wealth).
@@ -74,11 +100,13 @@ class PolicyIterationConfig(SolverConfig):
     iterations: int = 15
     n_states: int = 1024
     paths_per_state: int = 2
-    initial_paths_per_state: int | None = None
+    initial_paths_per_state: int | None = 8
+    initial_sweeps: int | None = None
     antithetic: bool = True
     horizon: float | None = None
     initial_horizon: float | None = None
     dt: float = 0.02
+    adapt_dt: bool = True
     initial_dt: float | None = None
     scheme: str = "weak2"
     control_variate: bool = True
@@ -88,17 +116,18 @@ class PolicyIterationConfig(SolverConfig):
     policy_width: int = 32
     policy_depth: int = 2
     activation: str = "tanh"
-    input_scaling: str = "affine"
+    input_scaling: str = "auto"
     replay_fraction: float = 0.25
     state_box: float | None = None
     value_steps: int = 300
     value_batch: int = 512
     value_lr: float = 3e-3
     value_lr_final: float = 3e-4
-    polish_steps: int = 0
-    value_fit: str = "absolute"
+    polish_steps: int | None = None
+    value_fit: str = "auto"
     value_sign: int | None = None
-    policy: str = "actor"
+    policy: str = "auto"
+    initial_policy: str = "auto"
     initial_action: tuple | None = None
     policy_steps: int = 200
     policy_lr: float = 3e-3
@@ -115,7 +144,7 @@ class PolicyIterationConfig(SolverConfig):
                  "policy_steps": 400, "tol": 1e-3, "n_eval": 8192},
         "smoke": {"iterations": 2, "n_states": 256, "value_steps": 20, "polish_steps": 5, "policy_steps": 10, "value_width": 16,
                   "policy_width": 16, "initial_horizon": 2.0, "horizon": 0.5, "dt": 0.05, "n_eval": 256,
-                  "min_iterations": 1},
+                  "min_iterations": 1, "initial_sweeps": 1},
     }
 
     def __post_init__(self):
@@ -123,7 +152,11 @@ class PolicyIterationConfig(SolverConfig):
         self._check_ints("iterations", "n_states", "paths_per_state", "cv_stride", "value_width", "value_depth",
                          "policy_width", "policy_depth", "value_steps", "value_batch", "policy_steps", "patience",
                          "n_eval")
-        self._check_ints("polish_steps", "min_iterations", minimum=0)
+        self._check_ints("min_iterations", minimum=0)
+        if self.polish_steps is not None:       # None: 50 with the greedy policy, 0 with the actor
+            self._check_ints("polish_steps", minimum=0)
+        if self.initial_sweeps is not None:     # None: 3 with the greedy policy, 1 with the actor
+            self._check_ints("initial_sweeps")
         if self.antithetic and self.paths_per_state % 2:
             raise ValueError(f"paths_per_state must be even when antithetic=True, got {self.paths_per_state}")
         ipp = self.initial_paths_per_state
@@ -147,8 +180,12 @@ class PolicyIterationConfig(SolverConfig):
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if self.input_scaling not in INPUT_SCALINGS:
             raise ValueError(f"input_scaling must be one of {INPUT_SCALINGS}, got {self.input_scaling!r}")
-        if self.policy not in ("actor", "greedy"):
-            raise ValueError(f"policy must be 'actor' or 'greedy', got {self.policy!r}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.initial_policy not in INITIAL_POLICIES:
+            raise ValueError(f"initial_policy must be one of {INITIAL_POLICIES}, got {self.initial_policy!r}")
+        if not isinstance(self.adapt_dt, bool):
+            raise ValueError(f"adapt_dt must be True or False, got {self.adapt_dt!r}")
         if self.initial_action is not None:   # a sequence of finite real numbers ("12" is no (1.0, 2.0))
             object.__setattr__(self, "initial_action", numbers_tuple("initial_action", self.initial_action))
         if self.value_fit not in VALUE_FITS:

@@ -21,6 +21,14 @@ from .evaluation import fit_value, relative_weights, rollout_targets
 from .improvement import greedy_objective, improve_policy
 from .networks import (GreedyPolicy, SignedExpValue, clamp_to_box, evaluation_states, make_policy_network,
                        make_value_network, set_constant_action, training_states)
+from .scales import closed_loop_rate, linearised_feedback, resolve_settings
+
+#: the time step is at most this fraction of the closed loop's fastest time scale 1 / rate
+_STEP_PER_RATE = 0.2
+from .scales import closed_loop_rate, greedy_applies, linearised_feedback
+
+#: the time step is at most this fraction of the closed loop's fastest time scale 1 / rate
+_STEP_PER_RATE = 0.2
 
 __all__ = ["PolicyIteration", "PolicyIterationSolution"]
 
@@ -94,17 +102,17 @@ class PolicyIteration(IterativeSolver):
                              "with a small dt for this problem")
         self.problem = problem
         dtype, device = config.torch_dtype, config.torch_device
+        self.settings = st = resolve_settings(problem, config)
         with _forked_rng(config.seed, device):  # seeded initialisation, the caller's generators left alone
             self.value_net = make_value_network(problem, config.value_width, config.value_depth, config.activation,
-                                                dtype, device, config.input_scaling,
-                                                config.state_box, config.value_sign)
+                                                dtype, device, st.input_scaling, st.state_box, st.value_sign)
             self.policy_net = None
-            if config.policy == "actor":
+            if not st.greedy:
                 self.policy_net = make_policy_network(problem, config.policy_width, config.policy_depth,
-                                                      config.activation, dtype, device, config.input_scaling,
-                                                      config.state_box)
-        if self.policy_net is not None and config.initial_action is not None:
-            set_constant_action(self.policy_net, problem, config.initial_action)
+                                                      config.activation, dtype, device, st.input_scaling,
+                                                      st.state_box)
+        if self.policy_net is not None and st.initial_action is not None:
+            set_constant_action(self.policy_net, problem, st.initial_action)
         self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
         self.policy_opt = (torch.optim.Adam(self.policy_net.parameters(), lr=config.policy_lr)
                            if self.policy_net is not None else None)
@@ -122,18 +130,57 @@ class PolicyIteration(IterativeSolver):
         if config.policy == "greedy":
             GreedyPolicy(problem, self.value_net).check(
                 problem.sample_states(64, make_generator(0, "cpu"), dtype=torch.float64))
+        self._initial = self._initial_policy(st.greedy)
+        self._rate = closed_loop_rate(problem, self._policy(fitted=False),
+                                      problem.sample_states(256, make_generator(0, "cpu"), dtype=dtype, device=device))
+
+    def _initial_policy(self, greedy: bool):
+        """The first policy of the greedy solver: the linearisation's LQR feedback (``initial_policy``
+        "linearised", or "auto" where it exists), else None (the greedy action of V = 0)."""
+        choice = self.config.initial_policy
+        if choice == "constant":
+            return None
+        if not greedy:
+            if choice == "linearised":
+                raise ValueError("initial_policy='linearised' needs the greedy policy (policy='greedy' or 'auto' on "
+                                 "a control-affine problem with quadratic action cost); use initial_action instead")
+            return None
+        feedback = linearised_feedback(self.problem)
+        if feedback is None and choice == "linearised":
+            raise ValueError("initial_policy='linearised': the problem's linearisation at the centre of its domain "
+                             "has no stabilising LQR feedback")
+        return feedback
+
+    def horizons(self) -> tuple[float, float, float, float]:
+        """(T, dt, T0, dt0) of :meth:`PolicyIterationConfig.horizons`, the steps capped at 0.2 / rate, with
+        rate the fastest rate of the first policy's closed loop over the training states (so an explicit
+        scheme resolves it whatever the problem's time scale)."""
+        T, dt, T0, dt0 = self.config.horizons(self.problem.rho)
+        if not self.config.adapt_dt:
+            return T, dt, T0, dt0
+        if 0 < self._rate < 1:  # a slow closed loop: dt is that many of its time units, at most T / 100
+            dt = min(dt / self._rate, T / 100)
+            T = max(dt, round(T / dt) * dt)
+        cap = _STEP_PER_RATE / self._rate if self._rate > 0 else math.inf
+        if cap < dt:
+            dt = cap
+            T = max(dt, round(T / dt) * dt)
+        if cap < dt0:
+            dt0 = cap
+            T0 = max(dt0, round(T0 / dt0) * dt0)
+        return T, dt, T0, dt0
 
     # -- the current policy --------------------------------------------------------------------------
     def current_policy(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The policy the next evaluation rolls out: the actor, or the greedy policy of the current V
         (with V = 0 before the first evaluation)."""
-        return self._policy(fitted=self.iteration > 0)
+        return self._policy(fitted=self.iteration >= self.settings.initial_sweeps)
 
     def _policy(self, fitted: bool) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.policy_net is not None:
             return self.policy_net
         if not fitted:
-            return GreedyPolicy(self.problem, lambda x: x.sum(-1, keepdim=True) * 0.0)
+            return self._initial or GreedyPolicy(self.problem, lambda x: x.sum(-1, keepdim=True) * 0.0)
         return GreedyPolicy(self.problem, self.value_net)
 
     def solution(self) -> PolicyIterationSolution:
@@ -150,9 +197,13 @@ class PolicyIteration(IterativeSolver):
             a_old = policy(self._x_eval)
         y, se = self._evaluate(policy, x, n_domain, it)
         mse = self._fit(x, y, it)
-        q = (improve_policy(self.problem, self.policy_net, self.value_net, x, self.policy_opt,
-                            self.config.policy_steps, it)
-             if self.policy_net is not None else greedy_objective(self.problem, self.value_net, x, it))
+        if self.policy_net is None:
+            q = greedy_objective(self.problem, self.value_net, x, it)
+        elif self.iteration + 1 >= self.settings.initial_sweeps:  # the first sweeps only evaluate
+            q = improve_policy(self.problem, self.policy_net, self.value_net, x, self.policy_opt,
+                               self.config.policy_steps, it)
+        else:
+            q = improve_policy(self.problem, self.policy_net, self.value_net, x, self.policy_opt, 0, it)
         return self._diagnostics(mse, se, q, v_old, a_old)
 
     def _training_batch(self, policy) -> tuple[torch.Tensor, int]:
@@ -166,11 +217,11 @@ class PolicyIteration(IterativeSolver):
         if not n_replay:
             return x_dom, x_dom.shape[0]
         if self._endpoints is None:  # pilot: where the initial policy's paths end after one horizon
-            T, dt, _, _ = cfg.horizons(p.rho)
+            T, dt, _, _ = self.horizons()
             pilot = training_states(p, n_replay, self._state_gen, dtype, device)
             with torch.no_grad():
                 x_T = simulate(p, policy, pilot, T, dt, scheme=cfg.scheme, generator=self._noise_gen).x_T
-            self._endpoints = clamp_to_box(p, x_T, cfg.state_box, cfg.input_scaling)
+            self._endpoints = clamp_to_box(p, x_T, self.settings.state_box, self.settings.input_scaling)
         pick = torch.randperm(self._endpoints.shape[0], generator=self._state_gen)[:n_replay].to(device)
         return torch.cat([x_dom, self._endpoints[pick]]), x_dom.shape[0]
 
@@ -180,13 +231,14 @@ class PolicyIteration(IterativeSolver):
         ``initial_horizon`` and sets the value network's output scale from its targets."""
         cfg, p = self.config, self.problem
         first = self.iteration == 0
-        T, dt, T0, dt0 = cfg.horizons(p.rho)
+        T, dt, T0, dt0 = self.horizons()
         paths = (cfg.initial_paths_per_state or cfg.paths_per_state) if first else cfg.paths_per_state
         y, se, x_end = rollout_targets(p, policy, None if first else self.value_net, x, T0 if first else T,
                                        dt0 if first else dt, paths, cfg.antithetic, cfg.scheme,
                                        cfg.control_variate, cfg.cv_stride, self._noise_gen, return_endpoints=True)
         if not first:
-            self._endpoints = clamp_to_box(p, x_end[:n_domain], cfg.state_box, cfg.input_scaling)
+            self._endpoints = clamp_to_box(p, x_end[:n_domain], self.settings.state_box,
+                                           self.settings.input_scaling)
         check_finite(y, "the Feynman-Kac targets", it)
         if first and isinstance(self.value_net, SignedExpValue):
             self.value_net.set_output_scale(y)
@@ -202,7 +254,7 @@ class PolicyIteration(IterativeSolver):
         cfg = self.config
         first = self.iteration == 0
         weights = None
-        if cfg.value_fit == "relative" and not first:  # the first fit has no previous value: plain least squares
+        if self.settings.value_fit == "relative" and not first:  # the first fit has no previous value: plain least squares
             with torch.no_grad():
                 weights = relative_weights(self.value_net(x))
         frac = min(1.0, self.iteration / max(1, cfg.iterations - 1))
@@ -211,7 +263,7 @@ class PolicyIteration(IterativeSolver):
             group["lr"] = lr
         # no polish on the first fit: its targets have no control variate, and L-BFGS would fit their noise
         return fit_value(self.value_net, x, y, self.value_opt, cfg.value_steps, cfg.value_batch, self._batch_gen, it,
-                         0 if first else cfg.polish_steps, weights)
+                         0 if first else self.settings.polish_steps, weights)
 
     def _diagnostics(self, mse: float, se: torch.Tensor, q: float, v_old, a_old) -> dict[str, float]:
         """The iteration's row: the fit, the targets' noise, the policy objective, the HJB residual, the changes
@@ -232,7 +284,7 @@ class PolicyIteration(IterativeSolver):
         if v_old is not None:
             change = relative_l2(v_eval, v_old)
             row["value_change"] = change
-            row["value_error_estimate"] = change / (1.0 - math.exp(-p.rho * cfg.horizons(p.rho)[0]))
+            row["value_error_estimate"] = change / (1.0 - math.exp(-p.rho * self.horizons()[0]))
         if self._exact is not None:
             row.update(self._exact.score(self.solution(), self._x_eval.to(torch.float64)))
         return row

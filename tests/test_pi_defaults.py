@@ -1,0 +1,85 @@
+"""Issue 16: the default configuration reads its choices off the problem (greedy where exact, a stabilising
+first policy, positive states in log coordinates), and solves a problem that no suite, chapter or benchmark
+has seen."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import hjbcourse as hjb
+from hjbcourse.solvers.policy_iteration.scales import (best_constant_action, closed_loop_rate, greedy_applies,
+                                                       linearised_feedback, resolve_settings)
+from hjbcourse.suite import finite_difference_reference, problem_suite
+
+
+class TiltedCubic(hjb.ControlProblem):
+    """Defined here only: dX = (0.4 x - 0.2 x^3 + 0.8 a) dt + (0.25 + 0.1 x^2)^(1/2) dW on [-2, 2], reward
+    -(x - 0.3)^2 / 2 - 0.15 a^2 / 2; an unstable origin, a tilted target, state-dependent noise."""
+
+    def __init__(self):
+        super().__init__(1, 1, 1, rho=0.2, domain=(-2.0, 2.0))
+
+    def drift(self, x, a):
+        return 0.4 * x - 0.2 * x ** 3 + 0.8 * a
+
+    def diffusion(self, x, a):
+        return torch.sqrt(0.25 + 0.1 * x * x).unsqueeze(-1)
+
+    def reward(self, x, a):
+        return -0.5 * (x - 0.3) ** 2 - 0.075 * a * a
+
+
+def test_settings_are_read_off_the_problem():
+    lqr = problem_suite(0, names=["lqr5-2d-2a-unstable"])[0].problem
+    cfg = hjb.PolicyIterationConfig.preset("smoke", seed=0)
+    st = resolve_settings(lqr, cfg)
+    assert st.greedy and st.input_scaling == "affine" and st.value_fit == "absolute" and st.value_sign is None
+    K = linearised_feedback(lqr).K.numpy()
+    assert np.allclose(K, lqr.exact().K.numpy(), rtol=1e-6, atol=1e-8)      # exact for an LQR
+    assert float(np.linalg.eigvals(lqr.A.numpy() - lqr.B.numpy() @ K).real.max()) < 0  # it stabilises
+    merton = hjb.Merton(r=0.02, mu=0.10, sigma=0.25, gamma=3.0, rho=0.04)   # the issue's divergence
+    st = resolve_settings(merton, cfg)
+    assert not st.greedy and st.input_scaling == "log" and st.state_box == 4.0 and st.value_fit == "relative"
+    assert st.value_sign == -1 and 0 < st.initial_action[1] < 0.2
+    assert resolve_settings(hjb.Merton(gamma=0.5, mu=0.06), cfg).value_sign == 1
+    assert not greedy_applies(merton) and greedy_applies(TiltedCubic())
+    assert resolve_settings(merton, cfg.replace(input_scaling="affine")).input_scaling == "affine"
+    x = lqr.sample_states(64, 0, dtype=torch.float64)
+    rate = closed_loop_rate(lqr, linearised_feedback(lqr), x)
+    assert math.isclose(rate, float(np.abs(np.linalg.eigvals(lqr.A.numpy() - lqr.B.numpy() @ K)).max()), rel_tol=1e-3)
+
+
+def test_best_constant_action_is_admissible():
+    m = hjb.Merton(r=0.02, mu=0.10, sigma=0.25, gamma=5.0, rho=0.04)
+    a, v = best_constant_action(m, 20.0, 0.2, "weak2", torch.Generator().manual_seed(0))
+    assert v is not None and math.isfinite(v) and v < 0 and a[1] < 0.1
+
+
+def test_unstable_open_loop_and_the_issues_merton_no_longer_diverge():
+    lqr = problem_suite(0, names=["lqr1-1d-1a-unstable"])[0].problem
+    cfg = hjb.PolicyIterationConfig.preset("smoke", seed=0, progress=False, iterations=3)
+    sol = hjb.PolicyIteration(lqr, cfg).solve()     # the zero action's paths grow like e^{0.19 t}: no longer
+    assert sol.history.last("value_rel_l2") < 2 and sol.history.last("policy_rel_l2") < 1   # not 1e13 off
+    m = hjb.Merton(r=0.02, mu=0.10, sigma=0.25, gamma=3.0, rho=0.04)
+    sol = hjb.PolicyIteration(m, cfg).solve()
+    assert math.isfinite(sol.history.last("value_rel_l2")) and sol.history.last("value_rel_l2") < 2
+
+
+def test_constant_first_policy_and_the_taught_settings_are_kept():
+    cfg = hjb.course.chapter_config("lqr", "quick")
+    assert cfg.policy == "actor" and cfg.initial_policy == "constant" and not cfg.adapt_dt
+    with pytest.raises(ValueError, match="initial_policy"):
+        hjb.PolicyIterationConfig.preset("smoke", initial_policy="newton")
+    with pytest.raises(ValueError, match="linearised"):
+        hjb.PolicyIteration(hjb.Merton(), hjb.PolicyIterationConfig.preset("smoke", initial_policy="linearised"))
+
+
+def test_a_problem_defined_only_here_is_solved_to_the_suite_targets():
+    p = TiltedCubic()
+    cfg = hjb.PolicyIterationConfig.preset("quick", seed=0, progress=False)
+    sol = hjb.PolicyIteration(p, cfg).solve()
+    ref = finite_difference_reference(p)
+    err = ref.score(sol, p.grid(401, dtype=torch.float64))
+    print(f"user-defined cubic problem: value {err['value_rel_l2']:.4f}, policy {err['policy_rel_l2']:.4f}")
+    assert err["value_rel_l2"] < 0.01 and err["policy_rel_l2"] < 0.02, err
