@@ -83,3 +83,24 @@ def test_a_problem_defined_only_here_is_solved_to_the_suite_targets():
     err = ref.score(sol, p.grid(401, dtype=torch.float64))
     print(f"user-defined cubic problem: value {err['value_rel_l2']:.4f}, policy {err['policy_rel_l2']:.4f}")
     assert err["value_rel_l2"] < 0.01 and err["policy_rel_l2"] < 0.02, err
+
+
+class LinearCost(hjb.ControlProblem):
+    """dX = a dt + 0.3 dW, r = -x^2 - a: an unbounded action with a linear cost (no maximum in a)."""
+
+    def __init__(self):
+        super().__init__(1, 1, 1, rho=0.1, domain=(-1.0, 1.0), additive_noise=True)
+
+    def drift(self, x, a):
+        return a
+
+    def diffusion(self, x, a):
+        return torch.full_like(x, 0.3).unsqueeze(-1)
+
+    def reward(self, x, a):
+        return -x * x - a
+
+
+def test_a_hamiltonian_without_maximum_is_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match="no maximum in action coordinate 0"):
+        hjb.PolicyIteration(LinearCost(), hjb.PolicyIterationConfig.preset("smoke", seed=0))

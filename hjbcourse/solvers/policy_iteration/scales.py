@@ -15,7 +15,7 @@ from ...problems import ControlProblem
 from ...runtime import make_generator
 from .networks import GreedyPolicy
 
-__all__ = ["Settings", "resolve_settings", "greedy_applies", "LinearFeedback", "linearised_feedback", "closed_loop_rate", "best_constant_action"]
+__all__ = ["Settings", "resolve_settings", "check_hamiltonian_has_maximum", "greedy_applies", "LinearFeedback", "linearised_feedback", "closed_loop_rate", "best_constant_action"]
 
 
 def greedy_applies(problem: ControlProblem, n: int = 64) -> bool:
@@ -147,6 +147,13 @@ class Settings:
     initial_action: tuple | None
     polish_steps: int
     initial_sweeps: int
+    value_steps: int
+    value_batch: int
+    policy_steps: int
+    initial_paths: int | None
+    horizon: float | None
+    dt: float | None
+    adapt_dt: bool
 
 
 def resolve_settings(problem: ControlProblem, config) -> Settings:
@@ -155,11 +162,15 @@ def resolve_settings(problem: ControlProblem, config) -> Settings:
     - ``policy="auto"``: greedy where :func:`greedy_applies`, else the actor;
     - the actor's first action (``initial_policy="auto"`` and no ``initial_action``): :func:`best_constant_action`;
     - ``input_scaling="auto"``: ``"log"`` for a domain of positive states (which move geometrically, like wealth),
-      and then also ``state_box`` 4 (unless set), ``value_fit="relative"`` (unless set) and, unless set, a
-      value of known sign (``value_sign``) when the first policy's pilot reward has one; ``"affine"`` elsewhere;
+      and then also ``state_box`` 4 (unless set), ``value_fit="relative"`` (unless set), unless set a value
+      of known sign (``value_sign``) when the first policy's pilot reward has one, and the numerics measured
+      on Merton: horizon 1 / rho (unless set) with dt = horizon / 200 (no adaptation), full-batch value fits
+      (``value_batch`` = ``n_states``) of twice ``value_steps``, at most 50 actor steps and at least 16 first
+      paths; ``"affine"`` elsewhere;
     - ``value_fit="auto"``: ``"absolute"`` unless chosen above;
     - ``polish_steps`` and ``initial_sweeps`` None: 50 and 3 with the greedy policy, 0 and 1 with the actor.
     """
+    check_hamiltonian_has_maximum(problem)
     greedy = config.policy == "greedy" or (config.policy == "auto" and greedy_applies(problem))
     scaling, box, fit, sign, action = (config.input_scaling, config.state_box, config.value_fit, config.value_sign,
                                        config.initial_action)
@@ -169,8 +180,16 @@ def resolve_settings(problem: ControlProblem, config) -> Settings:
         action, pilot = best_constant_action(problem, T0, T0 / 100, config.scheme,
                                              torch.Generator().manual_seed(config.seed + 3),
                                              dtype=config.torch_dtype, device=config.torch_device)
+    numerics = dict(value_steps=config.value_steps, value_batch=config.value_batch, policy_steps=config.policy_steps,
+                    initial_paths=config.initial_paths_per_state, horizon=None, dt=None, adapt_dt=config.adapt_dt)
+    positive = scaling == "auto" and bool((problem.domain[0] > 0).all())
+    if positive:  # the numerics measured on Merton (benchmarks/README.md), for states that move geometrically
+        T = config.horizon if config.horizon is not None else 1.0 / problem.rho
+        numerics.update(value_steps=2 * config.value_steps, value_batch=config.n_states,
+                        policy_steps=min(config.policy_steps, 50),
+                        initial_paths=max(16, config.initial_paths_per_state or 0), horizon=T, dt=T / 200,
+                        adapt_dt=False)
     if scaling == "auto":
-        positive = bool((problem.domain[0] > 0).all())
         scaling = "log" if positive else "affine"
         if positive:
             box = 4.0 if box is None else box
@@ -181,4 +200,30 @@ def resolve_settings(problem: ControlProblem, config) -> Settings:
                     value_fit="absolute" if fit == "auto" else fit, value_sign=sign,
                     initial_action=None if action is None else tuple(float(a) for a in action),
                     polish_steps=(50 if greedy else 0) if config.polish_steps is None else config.polish_steps,
-                    initial_sweeps=(3 if greedy else 1) if config.initial_sweeps is None else config.initial_sweeps)
+                    initial_sweeps=(3 if greedy else 1) if config.initial_sweeps is None else config.initial_sweeps,
+                    **numerics)
+
+
+def check_hamiltonian_has_maximum(problem: ControlProblem, n: int = 32) -> None:
+    """Raise ``ValueError`` when the Hamiltonian r + L^a V has no maximum in some action coordinate whatever V:
+    the coordinate is unbounded on both sides, the drift and the noise are affine in it and the reward is not
+    strictly concave in it at any sample state (a linear or convex action cost). Policy iteration cannot treat
+    such a problem: each improvement would send that action to infinity."""
+    x = problem.sample_states(n, make_generator(0, "cpu"), dtype=torch.float64)
+    a0 = torch.zeros(n, problem.action_dim, dtype=torch.float64)
+    lo, hi = problem.action_low, problem.action_high
+    for j in range(problem.action_dim):
+        if math.isfinite(float(lo[j])) or math.isfinite(float(hi[j])):
+            continue
+        e = torch.zeros_like(a0)
+        e[:, j] = 1.0
+        with torch.no_grad():
+            second = lambda fn: fn(x, a0 + e) - 2 * fn(x, a0) + fn(x, a0 - e)
+            r2 = second(problem.reward)
+            f2 = second(problem.drift).abs().max()
+            s2 = (problem.diffusion(x, a0 + e) - problem.diffusion(x, a0)).abs().max()
+        if float(r2.max()) >= 0 and float(f2) < 1e-9 and float(s2) < 1e-12:
+            raise ValueError(f"the Hamiltonian has no maximum in action coordinate {j}: it is unbounded "
+                             f"(action_low = -inf, action_high = inf), enters the drift linearly and the reward "
+                             f"is not strictly concave in it, so every improvement sends it to infinity; bound "
+                             f"it (action_low, action_high) or give it a strictly concave cost")

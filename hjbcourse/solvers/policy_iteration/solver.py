@@ -155,8 +155,10 @@ class PolicyIteration(IterativeSolver):
         """(T, dt, T0, dt0) of :meth:`PolicyIterationConfig.horizons`, the steps capped at 0.2 / rate, with
         rate the fastest rate of the first policy's closed loop over the training states (so an explicit
         scheme resolves it whatever the problem's time scale)."""
-        T, dt, T0, dt0 = self.config.horizons(self.problem.rho)
-        if not self.config.adapt_dt:
+        st = self.settings
+        cfg = self.config if st.horizon is None else self.config.replace(horizon=st.horizon, dt=st.dt)
+        T, dt, T0, dt0 = cfg.horizons(self.problem.rho)
+        if not st.adapt_dt:
             return T, dt, T0, dt0
         if 0 < self._rate < 1:  # a slow closed loop: dt is that many of its time units, at most T / 100
             dt = min(dt / self._rate, T / 100)
@@ -201,7 +203,7 @@ class PolicyIteration(IterativeSolver):
             q = greedy_objective(self.problem, self.value_net, x, it)
         elif self.iteration + 1 >= self.settings.initial_sweeps:  # the first sweeps only evaluate
             q = improve_policy(self.problem, self.policy_net, self.value_net, x, self.policy_opt,
-                               self.config.policy_steps, it)
+                               self.settings.policy_steps, it)
         else:
             q = improve_policy(self.problem, self.policy_net, self.value_net, x, self.policy_opt, 0, it)
         return self._diagnostics(mse, se, q, v_old, a_old)
@@ -232,7 +234,7 @@ class PolicyIteration(IterativeSolver):
         cfg, p = self.config, self.problem
         first = self.iteration == 0
         T, dt, T0, dt0 = self.horizons()
-        paths = (cfg.initial_paths_per_state or cfg.paths_per_state) if first else cfg.paths_per_state
+        paths = (self.settings.initial_paths or cfg.paths_per_state) if first else cfg.paths_per_state
         y, se, x_end = rollout_targets(p, policy, None if first else self.value_net, x, T0 if first else T,
                                        dt0 if first else dt, paths, cfg.antithetic, cfg.scheme,
                                        cfg.control_variate, cfg.cv_stride, self._noise_gen, return_endpoints=True)
@@ -262,7 +264,8 @@ class PolicyIteration(IterativeSolver):
         for group in self.value_opt.param_groups:
             group["lr"] = lr
         # no polish on the first fit: its targets have no control variate, and L-BFGS would fit their noise
-        return fit_value(self.value_net, x, y, self.value_opt, cfg.value_steps, cfg.value_batch, self._batch_gen, it,
+        return fit_value(self.value_net, x, y, self.value_opt, self.settings.value_steps, self.settings.value_batch,
+                         self._batch_gen, it,
                          0 if first else self.settings.polish_steps, weights)
 
     def _diagnostics(self, mse: float, se: torch.Tensor, q: float, v_old, a_old) -> dict[str, float]:
