@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import torch
 
 from ._checks import _positive_int, _real
@@ -167,6 +166,8 @@ def discounted_riccati(Ad, Bd, Qh, Rh, gamma: float, h: float):
     K = gamma (Rh + gamma Bd'P Bd)^{-1} Bd'P Ad. ``h`` only names the step in the error message."""
     sg = math.sqrt(gamma)
     try:
+        import scipy.linalg  # loaded on first use: scipy.linalg is most of `import hjbcourse`'s cost
+
         P = scipy.linalg.solve_discrete_are(sg * Ad, sg * Bd, Qh, Rh)
     except (np.linalg.LinAlgError, ValueError) as e:
         raise ValueError(f"the discrete Riccati equation has no stabilising solution for h={h}: {e}") from e

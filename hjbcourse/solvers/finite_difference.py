@@ -60,8 +60,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-import scipy.sparse
-import scipy.sparse.linalg
 import torch
 
 from .._checks import _positive_int, _real, real
@@ -588,6 +586,9 @@ class FiniteDifferenceSolver(IterativeSolver):
         up, down, r = self._operator(a)
         inv_dt = 0.0 if math.isinf(self.config.time_step) else 1.0 / self.config.time_step
         diag = (self.problem.rho + inv_dt + up + down).numpy()
+        import scipy.sparse  # loaded on first use, like every scipy module of the package
+        import scipy.sparse.linalg
+
         M = scipy.sparse.diags([-down[1:].numpy(), diag, -up[:-1].numpy()], [-1, 0, 1], format="csc")
         rhs = r.numpy().copy()
         if inv_dt and V_old is not None:
