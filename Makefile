@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install book test unit notebooks strict-book browser-check benchmarks clean
+.PHONY: install book pdf test unit notebooks strict-book browser-check benchmarks clean
 
 install: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 # The whole book, executing every chapter, into _build/html.
 book: install
 	$(BIN)/jupyter-book build . --keep-going
+
+# The whole book as one PDF, executing every chapter, into _build/latex/hjb-course.pdf. Needs TeX (README).
+pdf: install
+	$(BIN)/jupyter-book build . --builder pdflatex
 
 # Unit tests; nbval on every chapter (two chapters at a time, each on one thread); then the strict build of the
 # book, which executes every chapter a second time so that the site has its figures; then the browser check of
