@@ -128,8 +128,9 @@ def _check_riccati(As, B, Q, R, P, tol: float = 1e-8) -> None:
     with np.errstate(all="ignore"):
         gain = P @ B @ np.linalg.solve(R, B.T @ P)
         terms = (Q, As.T @ P, P @ As, gain)
-        scale = sum(float(np.linalg.norm(t)) for t in terms)
-        rel = float(np.linalg.norm(As.T @ P + P @ As - gain + Q)) / scale if scale > 0 else 0.0
+        # the largest entry, not the Frobenius norm: squares of entries near 1e-200 underflow to a zero norm
+        scale = sum(float(np.abs(t).max()) for t in terms)
+        rel = float(np.abs(As.T @ P + P @ As - gain + Q).max()) / scale if scale > 0 else 0.0
     if not (np.isfinite(P).all() and math.isfinite(scale) and rel <= tol):
         raise ValueError(f"the Riccati solution cannot be computed accurately for these Q and R (relative residual "
                          f"{rel:.3g} > {tol:g}): their scales are too far apart for floating point, got "

@@ -204,3 +204,12 @@ def test_shapes_are_checked():
     lqr = hjb.StochasticLQR.scalar()
     with pytest.raises(ValueError, match=r"x must have shape \(batch, 1\)"):
         lqr.check_state(torch.zeros(3, 2))
+
+
+def test_a_riccati_solution_lost_to_underflow_is_refused():
+    """Q = 1e-221 makes scipy return P = 0, whose residual Q is the whole equation: refused, not returned. (A
+    Frobenius-norm check squared 1e-221 to zero and passed it; found by the fuzz suite's property test.)"""
+    p = hjb.StochasticLQR.scalar(alpha=0.0, beta=1.0, q=1.0777402638146068e-221, r_a=0.9995, sigma=0.0, rho=1.0)
+    with pytest.raises(ValueError, match="Riccati solution cannot be computed accurately"):
+        p.exact()
+    assert abs(float(hjb.StochasticLQR.scalar(q=1e-6).exact().P) - 1e-6 / (0.1 + 1.0)) < 1e-9   # small, fine
