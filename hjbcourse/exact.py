@@ -31,13 +31,13 @@ def riccati_residual(A, B, Q, R, P, rho) -> np.ndarray:
     return As.T @ P + P @ As - P @ B @ np.linalg.solve(R, B.T @ P) + Q
 
 
-def score_value_policy(exact, solution, x: torch.Tensor) -> dict[str, float]:
-    """The errors every closed form reports on the points ``x`` (B, d): ``value_rel_l2``, ``value_rel_sup``,
-    ``policy_rel_l2`` and, for several action coordinates, ``policy_rel_l2_<j>``. Also returns nothing else:
-    a closed form's ``score`` adds its constants to this dict."""
+def _evaluate(exact, solution, x: torch.Tensor):
+    """(v, v*, a, a*) on ``x``: the solution's and the closed form's value and policy, each evaluated once."""
     with torch.no_grad():
-        v, v_star = solution.value(x), exact.value(x)
-        a, a_star = solution.policy(x), exact.policy(x)
+        return solution.value(x), exact.value(x), solution.policy(x), exact.policy(x)
+
+
+def _value_policy_errors(v, v_star, a, a_star) -> dict[str, float]:
     out = {
         "value_rel_l2": relative_l2(v, v_star),
         "value_rel_sup": relative_sup(v, v_star),
@@ -47,6 +47,13 @@ def score_value_policy(exact, solution, x: torch.Tensor) -> dict[str, float]:
         for j in range(a.shape[1]):
             out[f"policy_rel_l2_{j}"] = relative_l2(a[:, j], a_star[:, j])
     return out
+
+
+def score_value_policy(exact, solution, x: torch.Tensor) -> dict[str, float]:
+    """The errors every closed form reports on the points ``x`` (B, d): ``value_rel_l2``, ``value_rel_sup``,
+    ``policy_rel_l2`` and, for several action coordinates, ``policy_rel_l2_<j>``; a closed form's ``score`` adds
+    the errors of its own constants."""
+    return _value_policy_errors(*_evaluate(exact, solution, x))
 
 
 def _finite(scores: dict[str, float]) -> dict[str, float]:
@@ -82,11 +89,12 @@ class QuadraticSolution:
         """Errors of ``solution`` on ``x`` (B, d): those of :func:`score_value_policy`, plus ``P_rel`` and
         ``K_rel``, the relative Frobenius errors of the P and K read off the solution by least squares over
         ``x`` (when ``x`` holds more points than a quadratic in d has coefficients)."""
-        out = score_value_policy(self, solution, x)
+        v, v_star, a, a_star = _evaluate(self, solution, x)
+        out = _value_policy_errors(v, v_star, a, a_star)
         d = x.shape[1]
-        if x.shape[0] > (d + 1) * (d + 2) // 2:
-            P, _, _ = fit_quadratic_form(solution.value, x)
-            K, _ = fit_linear_gain(solution.policy, x)
+        if x.shape[0] > (d + 1) * (d + 2) // 2:     # the fits read the values already computed
+            P, _, _ = fit_quadratic_form(lambda _: v, x)
+            K, _ = fit_linear_gain(lambda _: a, x)
             out["P_rel"] = relative_error(P, self.P)
             out["K_rel"] = relative_error(K, self.K)
         return _finite(out)
@@ -165,9 +173,8 @@ class MertonSolution:
     def score(self, solution, x: torch.Tensor) -> dict[str, float]:
         """Errors of ``solution`` on wealths ``x`` (B, 1): those of :func:`score_value_policy`, plus ``pi_rel``
         and ``k_rel`` (relative L2 of the two fractions over ``x``) and their means ``pi_mean``, ``k_mean``."""
-        out = score_value_policy(self, solution, x)
-        with torch.no_grad():
-            a, a_star = solution.policy(x), self.policy(x)
+        v, v_star, a, a_star = _evaluate(self, solution, x)
+        out = _value_policy_errors(v, v_star, a, a_star)
         out["pi_rel"] = relative_l2(a[:, 0], a_star[:, 0])
         out["k_rel"] = relative_l2(a[:, 1], a_star[:, 1])
         out["pi_mean"] = float(a[:, 0].mean())
