@@ -27,10 +27,11 @@ import torch
 
 from ._checks import (as_float64, choice, flag, floating_dtype, floating_tensor, integer, real, step_count,
                       device as _device)
+from .generator import generator_from_derivatives, value_derivatives
 from .runtime import make_generator, progress
 
 __all__ = ["simulate", "Simulation", "SDE_SCHEMES", "brownian_increments", "MonteCarloValue", "monte_carlo_value",
-           "discounted_reward_of_policy"]
+           "discounted_reward_of_policy", "Regret", "regret"]
 
 SDE_SCHEMES = ("euler", "milstein", "weak2")
 
@@ -332,3 +333,120 @@ def discounted_reward_of_policy(problem, policy: Callable, x0: torch.Tensor, T: 
     with torch.no_grad():
         return simulate(problem, policy, x0, T, dt, scheme=scheme, generator=generator, dW=dW, record=True,
                         max_steps=max_steps)
+
+
+@dataclass(frozen=True)
+class Regret:
+    """What :func:`regret` returns: the regret of a policy over [0, T] measured two ways on the same paths.
+
+    ``by_value``: V*(x0) - E[int_0^T e^{-rho t} r dt + e^{-rho T} V*(X_T)], the value lost;
+    ``by_q``: E int_0^T e^{-rho t} (-q*(X_t, a_t)) dt, the optimal q-function's deficit summed along the paths.
+    They agree up to Monte Carlo error (``stderr_difference``, the standard error of their paired difference,
+    which is much smaller than either ``stderr_value`` or ``stderr_q``) and the scheme's time-step bias.
+    ``tail_weight`` = e^{-rho T}: the infinite-horizon regret adds at most this share of the discounted future.
+    """
+
+    by_value: float
+    by_q: float
+    stderr_value: float
+    stderr_q: float
+    stderr_difference: float
+    horizon: float
+    dt: float
+    n_paths: int
+    tail_weight: float
+
+
+def _optimal_q(problem, value: Callable, x: torch.Tensor, a: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """(B, d), (B, k) -> (B, 1): q*(x, a) = r(x, a) + L^a V*(x) - rho V*(x), with exact derivatives of ``value``."""
+    out = []
+    for s in range(0, x.shape[0], chunk):
+        xs, as_ = x[s:s + chunk], a[s:s + chunk]
+        v, g, h = value_derivatives(value, xs)
+        L = generator_from_derivatives(g, h, problem.drift(xs, as_), problem.diffusion(xs, as_))
+        out.append(problem.reward(xs, as_) + L - problem.rho * v)
+    return torch.cat(out)
+
+
+def _regret_paths(problem, policy, value, x, T: float, dt: float, n: int, scheme: str, g):
+    """Per path: the value lost (with the Ito-sum control variate) and the integral of -q*, over n steps."""
+    rho, m = problem.rho, problem.noise_dim
+    coeffs = _closed_loop(problem, policy)
+    a, f, S = coeffs(x)
+    watch = _Watch(problem, a)
+    watch.raise_if_bad(problem, "at the start points")
+    reward = lost_q = ito = torch.zeros(x.shape[0], dtype=x.dtype)
+    with torch.no_grad():
+        v0 = value(x[:1]).reshape(())
+    r, w_prev = problem.reward(x, a).reshape(-1), None
+    for i in range(n + 1):
+        d0 = math.exp(-rho * i * dt)
+        v, grad, hess = value_derivatives(value, x)
+        q = (r.unsqueeze(-1) + generator_from_derivatives(grad, hess, f, S) - rho * v).reshape(-1)
+        weight = 0.5 * dt if (scheme != "euler" and i in (0, n)) else (dt if scheme != "euler" else dt * (i < n))
+        lost_q = lost_q - weight * d0 * q
+        if i == n:
+            break
+        w = torch.randn(x.shape[0], m, generator=g, dtype=x.dtype) * math.sqrt(dt)
+        ito = ito + d0 * ((S @ w.unsqueeze(-1)).squeeze(-1) * grad).sum(-1)
+        x_new = _advance(scheme, problem, coeffs, x, f, S, w, dt)
+        a_new, f_new, S_new = coeffs(x_new)
+        r_new = problem.reward(x_new, a_new).reshape(-1)
+        if scheme == "euler":
+            reward = reward + d0 * r * dt
+        else:
+            reward = reward + 0.5 * (d0 * r + math.exp(-rho * (i + 1) * dt) * r_new) * dt
+        x, a, f, S, r = x_new, a_new, f_new, S_new, r_new
+        watch.see(a, i + 1, i == n - 1)
+    watch.raise_if_bad(problem, "along the paths")
+    with torch.no_grad():
+        lost_v = v0 - reward - math.exp(-rho * T) * value(x).reshape(-1) + ito
+    return lost_v.detach(), lost_q.detach()
+
+
+def _regret_step(problem, policy, x0: torch.Tensor, T: float) -> float:
+    """The default step: T / 1000, or 0.02 / (the closed loop's rate at x0) where that is smaller, the rate being
+    the largest singular value of the Jacobian of x -> f(x, policy(x)) (one step then moves a path by at most
+    2% of its distance to equilibrium, which keeps the scheme's bias well under the Monte Carlo error)."""
+    J = torch.autograd.functional.jacobian(lambda z: problem.drift(z, policy(z)), x0)
+    rate = float(torch.linalg.matrix_norm(J.reshape(x0.shape[1], x0.shape[1]).detach(), ord=2))
+    return min(T / 1000, 0.02 / rate) if rate > 0 else T / 1000
+
+
+def regret(problem, policy: Callable, x0, value: Callable | None = None, horizon: float | None = None,
+           dt: float | None = None, n_paths: int = 2000, generator: torch.Generator | int | None = 0,
+           scheme: str = "weak2") -> Regret:
+    """The regret V*(x0) - V^policy(x0) of a feedback ``policy`` ((B, d) -> (B, k)) of an infinite-horizon
+    ``problem``, measured two ways on the same simulated paths (book: chapter 3, the regret identity).
+
+    By Ito's formula, for any horizon T,
+    V*(x) - E[int_0^T e^{-rho t} r dt + e^{-rho T} V*(X_T)] = E int_0^T e^{-rho t} (-q*(X_t, a_t)) dt,
+    with q* = r + L^a V* - rho V* <= 0. The left side (``by_value``) is estimated with the Ito sum
+    sum_i e^{-rho t_i} grad V*(X_i) . S dW_i (mean zero) as a control variate, which removes most of its
+    variance; the right side (``by_q``) by the trapezoidal rule. ``value``: V*, (B, d) -> (B, 1), twice
+    differentiable (default: the problem's closed form, ``problem.exact().value``). ``horizon``: T (default
+    log(100) / rho, so that e^{-rho T} = 1%); ``dt``: the step (default: from the closed loop's rate at x0,
+    see :func:`_regret_step`); ``x0``: one state, (d,).
+    Float64 throughout; the same seed gives the same numbers.
+    """
+    choice("scheme", scheme, SDE_SCHEMES)
+    n_paths = integer("n_paths", n_paths, minimum=2)
+    value = problem.exact().value if value is None else value
+    T = math.log(100.0) / problem.rho if horizon is None else real("horizon", horizon, positive=True)
+    x0 = as_float64("x0", x0).reshape(1, -1)
+    if x0.shape[1] != problem.state_dim:
+        raise ValueError(f"x0 must have {problem.state_dim} entries, got {x0.shape[1]}")
+    problem.check_state(x0, "x0")
+    dt = _regret_step(problem, policy, x0, T) if dt is None else real("dt", dt, positive=True)
+    n = step_count("horizon / dt", max(1, round(T / dt)), None)
+    T = n * dt                                                   # a whole number of steps
+    if scheme == "weak2" and not (problem.additive_noise or problem.noise_dim == 1):
+        scheme = "euler"
+    g = make_generator(generator, "cpu", "generator")
+    lost_v, lost_q = _regret_paths(problem, policy, value, x0.expand(n_paths, -1).clone(), T, dt, n, scheme, g)
+    if not bool(torch.isfinite(lost_v).all() & torch.isfinite(lost_q).all()):
+        raise ValueError("the simulation diverged (NaN or inf): reduce dt")
+    se = lambda z: float(z.std() / math.sqrt(n_paths))  # noqa: E731
+    return Regret(by_value=float(lost_v.mean()), by_q=float(lost_q.mean()), stderr_value=se(lost_v),
+                  stderr_q=se(lost_q), stderr_difference=se(lost_v - lost_q), horizon=float(T), dt=float(dt),
+                  n_paths=n_paths, tail_weight=math.exp(-problem.rho * T))
