@@ -9,11 +9,14 @@ The theme reads its colour mode from ``default_mode``, which Jupyter Book leaves
 sphinx-thebe registers its inline configuration script once per reading pass (``env-before-read-docs``); a
 build that reads twice puts ``const THEBE_JS_URL = ...`` twice in every page, and the second declaration is a
 JavaScript SyntaxError in the reader's console. Identical scripts are kept once.
+
+book/_static/course.css sets the code cells' type size so that an 88-character line fits the column.
 """
 
 
 import codecs
 import re
+from pathlib import Path
 
 import latexcodec  # noqa: F401  (registers the "ulatex" codec)
 from pybtex.plugin import register_plugin
@@ -89,7 +92,16 @@ def _titles_in_status_table(app, doctree, fromdocname):
                 text.parent.replace(text, link)
 
 
+def _course_css(app, config):
+    """Serve book/_static/course.css (code at a size where an 88-character line fits the text column)."""
+    static = str(Path(__file__).resolve().parent.parent / "_static")
+    if static not in config.html_static_path:
+        config.html_static_path.append(static)
+
+
 def setup(app):
+    app.connect("config-inited", _course_css)
+    app.add_css_file("course.css")
     app.connect("doctree-resolved", _titles_in_status_table)
     app.connect("config-inited", _default_mode)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
