@@ -51,3 +51,16 @@ def test_same_seed_same_numbers_and_bad_input_refused():
         regret(p, pol, [0.5, 1.0])
     with pytest.raises(ValueError):
         regret(p, pol, [0.5], n_paths=1)
+
+
+def test_the_default_step_follows_the_closed_loop_of_a_policy_run_without_autograd():
+    p = StochasticLQR.scalar()
+    K = float(p.exact().K)
+
+    def detached(x):
+        with torch.no_grad():
+            return -K * x
+
+    res = regret(p, detached, [1.0], n_paths=10, horizon=1.0)
+    rate = abs(float(p.A) - float(p.B) * K)
+    assert res.dt <= 0.02 / rate * 1.01
