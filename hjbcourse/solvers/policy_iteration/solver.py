@@ -50,20 +50,20 @@ class PolicyIterationSolution:
         self._greedy = GreedyPolicy(problem, value_net) if policy_net is None else None
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, d) -> (B, 1), differentiable in x (for residuals and gradients)."""
+        """(B, d) -> (B, 1), differentiable in x (for residuals and gradients); on x's device, in x's dtype."""
         self.problem.check_state(x)
         p = next(self.value_net.parameters())
-        return self.value_net(x.to(dtype=p.dtype, device=p.device)).to(x.dtype)
+        return self.value_net(x.to(dtype=p.dtype, device=p.device)).to(x)
 
     def policy(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, d) -> (B, k), detached."""
+        """(B, d) -> (B, k), detached; on x's device, in x's dtype (a GPU-trained policy drives CPU simulations)."""
         self.problem.check_state(x)
         p = next(self.value_net.parameters())
         xx = x.to(dtype=p.dtype, device=p.device)
         if self._greedy is not None:
-            return self._greedy(xx).to(x.dtype)
+            return self._greedy(xx).to(x)
         with torch.no_grad():
-            return self.policy_net(xx).to(x.dtype)
+            return self.policy_net(xx).to(x)
 
     def errors(self, x: torch.Tensor | None = None) -> dict[str, float]:
         """The closed form's score of this solution on ``x`` (default: the solver's evaluation states)."""
