@@ -48,6 +48,7 @@ _GL = {n: np.polynomial.legendre.leggauss(n) for n in (10, 20)}
 _TAIL = 1e-17                # mass allowed outside the window, relative to the integral
 _CERTIFY = 1e-9              # the largest relative disagreement of the two rules accepted
 _MAX_PANELS = 100_000
+_ROWS = 64                   # states per block of the rule (bounds its memory)
 
 
 class QuadratureError(ArithmeticError):
@@ -318,9 +319,14 @@ class HighDimLQG(FiniteHorizonProblem):
             raise QuadratureError(f"{self!r}: lam is too small for u = -ln E Z^(-lam) / lam in double "
                                   "precision (rounding alone exceeds 1e-9); u is close to uncontrolled_cost")
         try:
-            logs, logs1 = _mixture_logs(lam, d, 2.0 * tau, r2, need_gradient)
+            # rows in chunks: the rule is (rows x nodes), and close to T it has many nodes (0.8 GB per 100 rows
+            # at T - t = 1e-3 in d = 100 when done at once)
+            parts = [_mixture_logs(lam, d, 2.0 * tau, r2[i:i + _ROWS], need_gradient)
+                     for i in range(0, max(r2.size, 1), _ROWS)]
         except QuadratureError as e:
             raise QuadratureError(f"{self!r} at T - t = {tau:.6g}, |x|^2 up to {r2.max():.6g}: {e}") from None
+        logs = np.concatenate([a for a, _ in parts], axis=1)
+        logs1 = np.concatenate([b for _, b in parts], axis=1) if need_gradient else None
         u = (lg - logs) / lam
         err = np.abs(u[0] - u[1]) + 1e-15 * (np.abs(logs[0]) + abs(lg)) / lam
         self._certify(err / np.maximum(np.abs(u[0]), 1.0), r2, tau, "u")
