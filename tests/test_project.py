@@ -77,6 +77,37 @@ def test_chapters_have_exercises_with_solutions(path):
         assert n_ex >= 2, f"{path.name}: {n_ex} exercises"
 
 
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_code_lines_fit_the_column(path):
+    """88 characters fit a code cell's box at 1400 px (book/_static/course.css); longer ones scroll sideways."""
+    long = [line for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"
+            for line in "".join(c["source"]).splitlines() if len(line) > 88]
+    assert not long, f"{path.name}: {len(long)} code lines over 88 characters, e.g. {long[0]!r}"
+
+
+def _markdown(path) -> str:
+    return "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapters_open_with_what_they_teach_and_end_with_a_summary(path):
+    text = _markdown(path)
+    first = text.split("\n## ", 1)[0]          # the title and what comes before the first section
+    assert re.search(r"\{admonition\} What this (chapter|appendix) teaches", first), f"{path.name}: no opening admonition"
+    assert re.search(r"^## Summary\s*$", text, flags=re.M), f"{path.name}: no Summary section"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_prose_names_no_seed_test_or_benchmark_outside_implementation_notes(path):
+    """Seeds, test files and benchmark scripts belong in the collapsed "Implementation notes" blocks."""
+    text = _markdown(path)
+    # drop the Implementation notes blocks (a fenced admonition, ``` or :::, up to its closing fence)
+    text = re.sub(r"^(`{3,}|:{3,})\{admonition\} Implementation notes.*?^\1\s*$", "", text, flags=re.M | re.S)
+    for pattern in (r"tests/", r"benchmarks/", r"test_\w+\.py", r"\bseeds?\b\s*(=|\d)"):
+        hit = re.search(pattern, text)
+        assert hit is None, f"{path.name}: prose names {hit.group(0)!r} outside an Implementation notes block"
+
+
 def test_workflows_pass_actionlint():
     """The publishing and test workflows are valid GitHub Actions (actionlint, a pinned test dependency)."""
     import shutil
