@@ -108,6 +108,23 @@ def test_prose_names_no_seed_test_or_benchmark_outside_implementation_notes(path
         assert hit is None, f"{path.name}: prose names {hit.group(0)!r} outside an Implementation notes block"
 
 
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_no_inline_formula_is_broken_by_a_line_that_markdown_reads_as_a_list_item(path):
+    """A line starting with '+ ', '- ' or '* ' inside $...$ starts a bullet list: the formula is cut in two and
+    MathJax pairs the wrong dollars (chapter 6 showed 'Double subscripts' where a solution's formula broke)."""
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        para = ""
+        for line in "".join(cell["source"]).split("\n"):
+            if not line.strip() or line.strip().startswith("$$"):
+                para = ""
+                continue
+            if re.match(r"[+*-] ", line) and (para.replace("$$", "").count("$") - para.count("\\$")) % 2:
+                raise AssertionError(f"{path.name}: {line[:60]!r} opens a list inside an inline formula")
+            para += "\n" + line
+
+
 def test_workflows_pass_actionlint():
     """The publishing and test workflows are valid GitHub Actions (actionlint, a pinned test dependency)."""
     import shutil
