@@ -3,7 +3,8 @@
     python tests/browser_check.py [_build/html] [--width 1400] [--screenshot PAGE OUT.png]
 
 The site is served on the loopback address; Chromium is driven over the DevTools protocol (websocket-client).
-A page fails on: a MathJax error or math left untypeset, a display equation wider than its column, an image
+A page fails on: a MathJax error or math left untypeset, a display equation wider than its column, a code cell
+or its output wider than its box (a reader would scroll sideways), an image
 that does not load or is drawn below 70% of its natural width, a request to any host but the local server, a
 console error or an uncaught exception. Exit status 0 when every page passes, 1 otherwise, 2 when no Chromium
 is installed (the message says how to install one).
@@ -32,7 +33,7 @@ PROBE = r"""
 (async () => {
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
   await new Promise(r => setTimeout(r, 300));
-  const out = {mathjax: !!window.MathJax, errors: [], untypeset: [], wide: [], images: []};
+  const out = {mathjax: !!window.MathJax, errors: [], untypeset: [], wide: [], images: [], scrolls: []};
   document.querySelectorAll('mjx-merror, .MathJax_Error').forEach(e => out.errors.push(e.textContent.slice(0, 80)));
   const walker = document.createTreeWalker(document.querySelector('main') || document.body, NodeFilter.SHOW_TEXT);
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {
@@ -45,6 +46,13 @@ PROBE = r"""
     const limit = box.clientWidth;
     const w = m.firstElementChild ? m.firstElementChild.getBoundingClientRect().width : m.scrollWidth;
     if (w > limit + 1) out.wide.push({width: Math.round(w), column: limit, tex: (m.getAttribute('aria-label') || m.textContent).slice(0, 60)});
+  });
+  document.querySelectorAll('div.cell pre').forEach(pre => {
+    if (pre.getClientRects().length === 0) return;        // inside a closed dropdown
+    if (pre.scrollWidth > pre.clientWidth + 1) {
+      const long = pre.textContent.split('\n').reduce((a, b) => (b.length > a.length ? b : a), '');
+      out.scrolls.push({width: pre.scrollWidth, box: pre.clientWidth, line: long.trim().slice(0, 60)});
+    }
   });
   document.querySelectorAll('article img').forEach(img => {
     if (img.getClientRects().length === 0) return;        // not rendered (a closed menu)
@@ -158,6 +166,8 @@ def check_page(dt: DevTools, url: str, width: int, local: str) -> list[str]:
     problems += [f"MathJax error: {t}" for t in info["errors"]]
     problems += [f"untypeset math: {t}" for t in info["untypeset"]]
     problems += [f"equation {w['width']} px wide in a {w['column']} px column: {w['tex']}" for w in info["wide"]]
+    problems += [f"code or output {s['width']} px wide in a {s['box']} px box (scrolls sideways): {s['line']}"
+                 for s in info["scrolls"]]
     for img in info["images"]:
         if not img["complete"] or img["natural"] == 0:
             problems.append(f"image not loaded: {img['src']}")
