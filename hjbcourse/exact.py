@@ -85,6 +85,10 @@ class QuadraticSolution:
         """(B, d) -> (B, d): grad V = -P x."""
         return -x @ self.P.to(x)
 
+    def hessian(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, d, d): Hess V = -P at every state."""
+        return (-self.P.to(x)).expand(x.shape[0], -1, -1)
+
     def score(self, solution, x: torch.Tensor) -> dict[str, float]:
         """Errors of ``solution`` on ``x`` (B, d): those of :func:`score_value_policy`, plus ``P_rel`` and
         ``K_rel``, the relative Frobenius errors of the P and K read off the solution by least squares over

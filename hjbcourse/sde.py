@@ -368,7 +368,7 @@ def _optimal_q(problem, value: Callable, x: torch.Tensor, a: torch.Tensor, chunk
     return torch.cat(out)
 
 
-def _regret_paths(problem, policy, value, x, T: float, dt: float, n: int, scheme: str, g):
+def _regret_paths(problem, policy, derivatives, x, T: float, dt: float, n: int, scheme: str, g):
     """Per path: the value lost (with the Ito-sum control variate) and the integral of -q*, over n steps."""
     rho, m = problem.rho, problem.noise_dim
     coeffs = _closed_loop(problem, policy)
@@ -376,12 +376,11 @@ def _regret_paths(problem, policy, value, x, T: float, dt: float, n: int, scheme
     watch = _Watch(problem, a)
     watch.raise_if_bad(problem, "at the start points")
     reward = lost_q = ito = torch.zeros(x.shape[0], dtype=x.dtype)
-    with torch.no_grad():
-        v0 = value(x[:1]).reshape(())
-    r, w_prev = problem.reward(x, a).reshape(-1), None
+    v0 = derivatives(x[:1])[0].reshape(())
+    r = problem.reward(x, a).reshape(-1)
     for i in range(n + 1):
         d0 = math.exp(-rho * i * dt)
-        v, grad, hess = value_derivatives(value, x)
+        v, grad, hess = derivatives(x)
         q = (r.unsqueeze(-1) + generator_from_derivatives(grad, hess, f, S) - rho * v).reshape(-1)
         weight = 0.5 * dt if (scheme != "euler" and i in (0, n)) else (dt if scheme != "euler" else dt * (i < n))
         lost_q = lost_q - weight * d0 * q
@@ -399,8 +398,7 @@ def _regret_paths(problem, policy, value, x, T: float, dt: float, n: int, scheme
         x, a, f, S, r = x_new, a_new, f_new, S_new, r_new
         watch.see(a, i + 1, i == n - 1)
     watch.raise_if_bad(problem, "along the paths")
-    with torch.no_grad():
-        lost_v = v0 - reward - math.exp(-rho * T) * value(x).reshape(-1) + ito
+    lost_v = v0 - reward - math.exp(-rho * T) * derivatives(x)[0].reshape(-1) + ito
     return lost_v.detach(), lost_q.detach()
 
 
@@ -437,7 +435,16 @@ def regret(problem, policy: Callable, x0, value: Callable | None = None, horizon
     """
     choice("scheme", scheme, SDE_SCHEMES)
     n_paths = integer("n_paths", n_paths, minimum=2)
-    value = problem.exact().value if value is None else value
+    derivatives = None
+    if value is None:   # the closed form, with its own derivatives where it has them (a quadratic's: -P x, -P)
+        exact = problem.exact()
+        value = exact.value
+        if hasattr(exact, "hessian"):
+            def derivatives(z):
+                return exact.value(z).detach(), exact.gradient(z).detach(), exact.hessian(z).detach()
+    if derivatives is None:
+        def derivatives(z):
+            return value_derivatives(value, z)
     T = math.log(100.0) / problem.rho if horizon is None else real("horizon", horizon, positive=True)
     x0 = as_float64("x0", x0).reshape(1, -1)
     if x0.shape[1] != problem.state_dim:
@@ -449,7 +456,7 @@ def regret(problem, policy: Callable, x0, value: Callable | None = None, horizon
     if scheme == "weak2" and not (problem.additive_noise or problem.noise_dim == 1):
         scheme = "euler"
     g = make_generator(generator, "cpu", "generator")
-    lost_v, lost_q = _regret_paths(problem, policy, value, x0.expand(n_paths, -1).clone(), T, dt, n, scheme, g)
+    lost_v, lost_q = _regret_paths(problem, policy, derivatives, x0.expand(n_paths, -1).clone(), T, dt, n, scheme, g)
     if not bool(torch.isfinite(lost_v).all() & torch.isfinite(lost_q).all()):
         raise ValueError("the simulation diverged (NaN or inf): reduce dt")
     se = lambda z: float(z.std() / math.sqrt(n_paths))  # noqa: E731
