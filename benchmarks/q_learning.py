@@ -6,7 +6,12 @@ Prints three markdown tables:
 3. the dt sweep on the scalar LQR at a fixed number of transitions: the simple TD actor-critic against
    Jia & Zhou's q-learning, with the held-action optimum K_dt (the best any learner fed steps of dt can do).
 
-Usage: python benchmarks/q_learning.py [--quick-sweep]   (HJB_THREADS sets torch's thread count, default 1:
+With ``--suite`` it prints instead, for the scalar and 2-D LQRs and the Merton problems of
+``hjb.suite.problem_suite(0)``, the default configuration's errors (no functional form given: J and the mean
+are networks), transitions, wall and CPU time, and the share within issue 17's targets (scalar gain 3%
+beyond the held-action gain K_dt, 2-D gain 5% in relative Frobenius norm, Merton pi 3% and k 5%).
+
+Usage: python benchmarks/q_learning.py [--quick-sweep] [--suite [--names NAME ...] [--seeds 0 1]]   (HJB_THREADS sets torch's thread count, default 1:
 these networks are tiny and extra threads only wait on each other on a busy machine).
 """
 from __future__ import annotations
@@ -34,8 +39,63 @@ def run(env, **kw):
     return sol, time.perf_counter() - t0
 
 
+def suite(names=None, seeds=(0,)):
+    """The default configuration on the suite's LQRs with d <= 2 and its Merton problems (issue 17, item 2)."""
+    entries = [e for e in hjb.suite.problem_suite(0)
+               if (e.family == "lqr" and e.problem.state_dim <= 2) or e.family == "merton"]
+    if names:
+        entries = [e for e in entries if e.name in names]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), quick preset, default networks; "
+          "dt = 0.01 (LQR) and 0.5 with substeps of 0.02 (Merton), as in chapter 7\n")
+    print("| problem | seed | transitions | error | target | held-action bias | within | wall s | CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    met = total = 0
+    for e in entries:
+        p = e.problem
+        for seed in seeds:
+            merton = e.family == "merton"
+            env = hjb.TransitionSampler(p, 0.5, substep=0.02) if merton else hjb.TransitionSampler(p, 0.01)
+            cpu = time.process_time()
+            try:
+                sol, wall = run(env, seed=seed)
+            except Exception as exc:  # a failed run is a row of the table, not the end of it
+                print(f"| {e.name} | {seed} | - | {type(exc).__name__}: {str(exc)[:60]} | - | - | no | - | - |")
+                total += 1
+                continue
+            cpu = time.process_time() - cpu
+            if merton:
+                ex = p.exact()
+                a = sol.policy(p.grid(101, dtype=torch.float64)).mean(0)
+                e_pi, e_k = abs(float(a[0]) / ex.pi - 1), abs(float(a[1]) / ex.k - 1)
+                ok = e_pi <= 0.03 and e_k <= 0.05
+                err, target, bias = f"pi {e_pi:.1%}, k {e_k:.1%}", "3%, 5%", "-"
+            else:
+                K = p.exact().K.to(torch.float64)
+                x = p.sample_states(512, generator=1, dtype=torch.float64)
+                Kfit = hjb.fit_linear_gain(sol.policy, x)[0]
+                rel = float((Kfit - K).norm() / K.norm())
+                if p.state_dim == 1 and p.action_dim == 1:
+                    Kdt = hjb.held_action_lqr_gain(p, 0.01).to(torch.float64)
+                    b = float((Kdt - K).norm() / K.norm())
+                    beyond = float((Kfit - Kdt).norm() / K.norm())
+                    ok, err, target, bias = beyond <= 0.03, f"{rel:.2%} ({beyond:.2%} from K_dt)", "3%", f"{b:.2%}"
+                else:
+                    ok, err, target, bias = rel <= 0.05, f"{rel:.2%}", "5%", "-"
+            met, total = met + ok, total + 1
+            print(f"| {e.name} | {seed} | {sol.n_transitions:,} | {err} | {target} | {bias} | "
+                  f"{'yes' if ok else 'no'} | {wall:.0f} | {cpu:.0f} |", flush=True)
+    print(f"\nwithin the targets: {met} of {total}")
+
+
 def main(argv):
     torch.set_num_threads(int(os.environ.get("HJB_THREADS", "1")))
+    if "--suite" in argv:
+        names = argv[argv.index("--names") + 1:] if "--names" in argv else None
+        if names and "--seeds" in names:
+            names = names[:names.index("--seeds")]
+        seeds = [int(v) for v in argv[argv.index("--seeds") + 1:] if v.isdigit()] if "--seeds" in argv else [0]
+        suite(names, seeds)
+        return
     lqr = hjb.StochasticLQR.scalar()
     K = float(lqr.exact().K)
     xs = torch.linspace(-2, 2, 201, dtype=torch.float64).unsqueeze(1)
