@@ -58,6 +58,15 @@ def test_chapters_are_committed_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_cell_has_a_unique_id(path):
+    """nbformat 4.5 cells carry ids; a cell added without one makes nbval warn (a hard error in later nbformat)."""
+    nb = json.loads(path.read_text())
+    ids = [c.get("id") for c in nb["cells"]]
+    assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5) and None not in ids, f"{path.name}: cells without ids"
+    assert len(set(ids)) == len(ids), f"{path.name}: repeated cell ids"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_chapters_start_with_the_setup_cell(path):
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     nb = json.loads(path.read_text())
