@@ -357,17 +357,6 @@ class Regret:
     tail_weight: float
 
 
-def _optimal_q(problem, value: Callable, x: torch.Tensor, a: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-    """(B, d), (B, k) -> (B, 1): q*(x, a) = r(x, a) + L^a V*(x) - rho V*(x), with exact derivatives of ``value``."""
-    out = []
-    for s in range(0, x.shape[0], chunk):
-        xs, as_ = x[s:s + chunk], a[s:s + chunk]
-        v, g, h = value_derivatives(value, xs)
-        L = generator_from_derivatives(g, h, problem.drift(xs, as_), problem.diffusion(xs, as_))
-        out.append(problem.reward(xs, as_) + L - problem.rho * v)
-    return torch.cat(out)
-
-
 def _regret_paths(problem, policy, derivatives, x, T: float, dt: float, n: int, scheme: str, g):
     """Per path: the value lost (with the Ito-sum control variate) and the integral of -q*, over n steps."""
     rho, m = problem.rho, problem.noise_dim
@@ -376,13 +365,17 @@ def _regret_paths(problem, policy, derivatives, x, T: float, dt: float, n: int, 
     watch = _Watch(problem, a)
     watch.raise_if_bad(problem, "at the start points")
     reward = lost_q = ito = torch.zeros(x.shape[0], dtype=x.dtype)
-    v0 = derivatives(x[:1])[0].reshape(())
     r = problem.reward(x, a).reshape(-1)
     for i in range(n + 1):
         d0 = math.exp(-rho * i * dt)
         v, grad, hess = derivatives(x)
+        if i == 0:
+            v0 = v[0, 0]                                   # every path starts at x0
         q = (r.unsqueeze(-1) + generator_from_derivatives(grad, hess, f, S) - rho * v).reshape(-1)
-        weight = 0.5 * dt if (scheme != "euler" and i in (0, n)) else (dt if scheme != "euler" else dt * (i < n))
+        if scheme == "euler":                              # left-point sum, like the reward's
+            weight = dt if i < n else 0.0
+        else:                                              # trapezoidal rule
+            weight = 0.5 * dt if i in (0, n) else dt
         lost_q = lost_q - weight * d0 * q
         if i == n:
             break
@@ -398,7 +391,7 @@ def _regret_paths(problem, policy, derivatives, x, T: float, dt: float, n: int, 
         x, a, f, S, r = x_new, a_new, f_new, S_new, r_new
         watch.see(a, i + 1, i == n - 1)
     watch.raise_if_bad(problem, "along the paths")
-    lost_v = v0 - reward - math.exp(-rho * T) * derivatives(x)[0].reshape(-1) + ito
+    lost_v = v0 - reward - math.exp(-rho * T) * v.reshape(-1) + ito      # v: V*(X_T), from the last step
     return lost_v.detach(), lost_q.detach()
 
 
