@@ -8,17 +8,21 @@ Prints three markdown tables:
 
 With ``--suite`` it prints instead, for the scalar and 2-D LQRs and the Merton problems of
 ``hjb.suite.problem_suite(0)``, the default configuration's errors (no functional form given: J and the mean
-are networks), transitions, wall and CPU time, and the share within issue 17's targets (scalar gain 3%
+are networks), transitions, the solver's own consistency check (the move of the policy mean the last
+transitions ask for, and whether it warned), wall and CPU time, and the share within issue 17's targets (scalar gain 3%
 beyond the held-action gain K_dt, 2-D gain 5% in relative Frobenius norm, Merton pi 3% and k 5%).
 
-Usage: python benchmarks/q_learning.py [--quick-sweep] [--suite [--names NAME ...] [--seeds 0 1]]   (HJB_THREADS sets torch's thread count, default 1:
+Usage: python benchmarks/q_learning.py [--suite [--names NAME ...] [--seeds 0 1] [--set FIELD=VALUE ...]]
+(--set changes config fields from the defaults, the ablation's rows; HJB_THREADS sets torch's thread count, default 1:
 these networks are tiny and extra threads only wait on each other on a busy machine).
 """
 from __future__ import annotations
 
+import ast
 import os
 import sys
 import time
+import warnings
 
 import torch
 
@@ -39,16 +43,19 @@ def run(env, **kw):
     return sol, time.perf_counter() - t0
 
 
-def suite(names=None, seeds=(0,)):
-    """The default configuration on the suite's LQRs with d <= 2 and its Merton problems (issue 17, item 2)."""
+def suite(names=None, seeds=(0,), overrides=None):
+    """The default configuration on the suite's LQRs with d <= 2 and its Merton problems (issue 17, item 2);
+    ``overrides``: config fields changed from the defaults (the ablation's rows)."""
+    overrides = dict(overrides or {})
     entries = [e for e in hjb.suite.problem_suite(0)
                if (e.family == "lqr" and e.problem.state_dim <= 2) or e.family == "merton"]
     if names:
         entries = [e for e in entries if e.name in names]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), quick preset, default networks; "
-          "dt = 0.01 (LQR) and 0.5 with substeps of 0.02 (Merton), as in chapter 7\n")
-    print("| problem | seed | transitions | error | target | held-action bias | within | wall s | CPU s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "dt = 0.01 (LQR) and 0.5 with substeps of 0.02 (Merton), as in chapter 7"
+          + (f"; changed: {overrides}" if overrides else "") + "\n")
+    print("| problem | seed | transitions | error | target | held-action bias | within | check | wall s | CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     met = total = 0
     for e in entries:
         p = e.problem
@@ -57,9 +64,11 @@ def suite(names=None, seeds=(0,)):
             env = hjb.TransitionSampler(p, 0.5, substep=0.02) if merton else hjb.TransitionSampler(p, 0.01)
             cpu = time.process_time()
             try:
-                sol, wall = run(env, seed=seed)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", hjb.solvers.q_learning.QLearningWarning)
+                    sol, wall = run(env, seed=seed, **overrides)
             except Exception as exc:  # a failed run is a row of the table, not the end of it
-                print(f"| {e.name} | {seed} | - | {type(exc).__name__}: {str(exc)[:60]} | - | - | no | - | - |")
+                print(f"| {e.name} | {seed} | - | {type(exc).__name__}: {str(exc)[:60]} | - | - | no | - | - | - |")
                 total += 1
                 continue
             cpu = time.process_time() - cpu
@@ -82,19 +91,30 @@ def suite(names=None, seeds=(0,)):
                 else:
                     ok, err, target, bias = rel <= 0.05, f"{rel:.2%}", "5%", "-"
             met, total = met + ok, total + 1
+            warned = any(issubclass(w.category, hjb.solvers.q_learning.QLearningWarning) for w in caught)
+            shift = sol.diagnostics.get("mean_shift")
+            check = "-" if shift is None else f"{shift:.0%}" + (", warned" if warned else "")
             print(f"| {e.name} | {seed} | {sol.n_transitions:,} | {err} | {target} | {bias} | "
-                  f"{'yes' if ok else 'no'} | {wall:.0f} | {cpu:.0f} |", flush=True)
+                  f"{'yes' if ok else 'no'} | {check} | {wall:.0f} | {cpu:.0f} |", flush=True)
     print(f"\nwithin the targets: {met} of {total}")
 
 
 def main(argv):
     torch.set_num_threads(int(os.environ.get("HJB_THREADS", "1")))
     if "--suite" in argv:
-        names = argv[argv.index("--names") + 1:] if "--names" in argv else None
-        if names and "--seeds" in names:
-            names = names[:names.index("--seeds")]
-        seeds = [int(v) for v in argv[argv.index("--seeds") + 1:] if v.isdigit()] if "--seeds" in argv else [0]
-        suite(names, seeds)
+        def after(flag):   # the arguments after flag, up to the next --option
+            if flag not in argv:
+                return []
+            rest = argv[argv.index(flag) + 1:]
+            return rest[:next((i for i, v in enumerate(rest) if v.startswith("--")), len(rest))]
+        overrides = {}
+        for item in after("--set"):
+            key, _, text = item.partition("=")
+            try:
+                overrides[key] = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                overrides[key] = text
+        suite(after("--names") or None, [int(v) for v in after("--seeds")] or [0], overrides)
         return
     lqr = hjb.StochasticLQR.scalar()
     K = float(lqr.exact().K)

@@ -332,3 +332,65 @@ def test_on_policy_gibbs_exploration_runs_and_learns_the_sign_of_the_gain():
 def test_solver_configs_refuse_bools_and_bad_numbers_naming_the_field(config, field, value):
     with pytest.raises(ValueError, match=f"{field} must be"):
         config.preset("quick", **{field: value})
+
+
+# -- the default networks (issue 17) ---------------------------------------------------------------------------
+def test_network_defaults_resolve_from_the_parametrisation():
+    net = hjb.QLearningConfig.preset("quick")
+    assert (net.n_updates, net.minibatch, net.precision_kind, net.averaging_share) == (4, 4096, "full", 0.25)
+    form = hjb.QLearningConfig.preset("quick", value="quadratic", mean="linear")
+    assert (form.n_updates, form.minibatch, form.precision_kind, form.averaging_share) == (2, 2048, "diagonal", 0)
+    for field, value in (("precision", "cholesky"), ("averaging", 1.5), ("normalise_value", 1),
+                         ("consistency_tolerance", 0.0)):
+        with pytest.raises(ValueError, match=field):
+            hjb.QLearningConfig(**{field: value})
+
+
+def test_full_precision_q_is_normalised_and_peaks_at_the_mean():
+    from hjbcourse.solvers.q_learning.parametrisations import GibbsQ, Precision
+    env = hjb.TransitionSampler(hjb.StochasticLQR(np.eye(2) * -0.5, np.eye(2), np.eye(2), np.eye(2),
+                                                  0.3 * np.eye(2), 0.5), 0.05)
+    for kind in ("full", "state"):
+        torch.manual_seed(0)
+        prec = Precision(kind, env, torch.tensor([0.5, 2.0], dtype=torch.float64)).double()
+        with torch.no_grad():
+            for p in prec.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        mean = torch.nn.Linear(2, 2).double()
+        q = GibbsQ(mean, prec, 0.05, torch.zeros(2, dtype=torch.float64))
+        x = torch.tensor([[0.3, -1.0]], dtype=torch.float64)
+        g = torch.linspace(-4, 4, 801, dtype=torch.float64)
+        u = torch.cartesian_prod(g, g) + mean(x).detach()
+        mass = torch.exp(q(x.expand(len(u), 2), u).detach() / 0.05).sum() * (g[1] - g[0]) ** 2
+        assert abs(float(mass) - 1) < 1e-4, (kind, float(mass))
+        # the Gibbs samples have covariance gamma Lam^{-1}
+        z = torch.randn(200_000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        s = q.sample(x.expand(len(z), 2), z).detach()
+        M, _ = prec.factor(x)
+        lam = (M @ M.transpose(-1, -2))[0]
+        cov = torch.cov(s.T)
+        assert torch.allclose(cov, 0.05 * torch.linalg.inv(lam), rtol=0.03, atol=1e-4)
+
+
+def test_consistency_check_flags_a_policy_the_transitions_contradict():
+    """The martingale conditions tested on the last transitions with test functions (u - m(x)) x [1, x]:
+    quiet on a learned policy, a QLearningWarning naming the cause once the mean is moved away."""
+    world = ExactLQRWorld(0.02)
+    cfg = small(n_transitions=200_000, n_envs=1000, batch_size=1024, updates_per_step=8, seed=0)
+    solver = hjb.QLearning(world, cfg)
+    sol = solver.solve()
+    d = sol.diagnostics
+    assert d["n"] == 200_000 and d["dof"] == 2 and d["mean_shift"] < 0.05, d
+    with torch.no_grad():
+        solver.mean_net.W.mul_(0.5)                     # half the learned gain
+    with pytest.warns(hjb.solvers.q_learning.QLearningWarning, match="move the policy mean by"):
+        d = solver.check_consistency()
+    assert d["significant"] and d["mean_shift"] > 0.3, d
+
+
+def test_divergence_names_heavy_tailed_rewards():
+    solver = hjb.QLearning(hjb.TransitionSampler(hjb.StochasticLQR.scalar(), 0.05), small())
+    with torch.no_grad():
+        solver.buffer.r[:len(solver.buffer)] = 1.0
+        solver.buffer.r[0] = 1e9
+    assert "heavy-tailed" in solver._reward_tails()

@@ -24,11 +24,17 @@ noise schedule, presets, seed, device, the run loop of :mod:`hjbcourse.solvers.b
 Parametrisations (``value`` and ``mean``): ``"mlp"`` (:class:`hjbcourse.MLP`), ``"quadratic"``
 (J quadratic in x; for the actor-critic, Q quadratic in (x, a)), ``"power"`` (J = c x^e / e with the
 exponent e = ``power_exponent`` given by the user; for the actor-critic Q = c0 + x^e (quadratic in a)),
-``"linear"`` and ``"constant"`` means. The precision Lam is a constant positive diagonal matrix (times x^e
-for the power family, whose q scales like its J). The Gaussian acts in coordinates u mapped into the action
+``"linear"`` and ``"constant"`` means. The precision Lam is a constant positive diagonal matrix, a constant
+full one (the default with a network mean) or a function of x (``precision``), times x^e for the power
+family, whose q scales like its J. The Gaussian acts in coordinates u mapped into the action
 box (``squash``); ``q`` and ``m`` are functions of u.
 
-Data-driven scales (no model): the first batch of transitions sets |r| / rho, the scale of the value.
+Data-driven scales (no model): the first batch of transitions sets |r| / rho, the scale of the value's level,
+and its mean r / rho the level's start; a network J carries its variation over the states in units of its own
+spread, kept up to date as it learns (:class:`.parametrisations.NormalisedValue`). With networks the solution
+is the average of the parameters over the last quarter of the updates, and a run ends with a test of the
+martingale conditions on test functions the training did not use (:meth:`QLearning.consistency`), which warns
+(:class:`QLearningWarning`) where the transitions ask for another policy mean.
 
 Modules: :mod:`.config` (the settings), :mod:`.parametrisations` (the families above, the Gibbs q, the action
 map), :mod:`.replay` (the replay buffer), :mod:`.solver` (the solver and its solution), :mod:`.held_action`
@@ -38,6 +44,7 @@ map), :mod:`.replay` (the replay buffer), :mod:`.solver` (the solver and its sol
 from .config import QLearningConfig
 from .held_action import held_action_lqr_gain
 from .replay import ReplayBuffer
-from .solver import QLearning, QLearningSolution
+from .solver import QLearning, QLearningSolution, QLearningWarning
 
-__all__ = ["QLearningConfig", "QLearning", "QLearningSolution", "ReplayBuffer", "held_action_lqr_gain"]
+__all__ = ["QLearningConfig", "QLearning", "QLearningSolution", "QLearningWarning", "ReplayBuffer",
+           "held_action_lqr_gain"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -13,13 +14,17 @@ from torch import nn
 from ...checkpoint import save_checkpoint
 from ...environment import check_sampler
 from ...runtime import _forked_rng, make_generator
-from ...training import History, check_finite
+from ...training import DivergenceError, History, check_finite
 from ..base import IterativeSolver, restore_generator
 from .config import QLearningConfig
-from .parametrisations import ActionMap, Critic, GibbsQ, Mean, make_value_net
+from .parametrisations import ActionMap, Critic, GibbsQ, Mean, NormalisedValue, Precision, make_value_net
 from .replay import ReplayBuffer
 
-__all__ = ["QLearning", "QLearningSolution"]
+__all__ = ["QLearning", "QLearningSolution", "QLearningWarning"]
+
+
+class QLearningWarning(RuntimeWarning):
+    """A q-learning run ended with a q-function the transitions contradict (:meth:`QLearning.consistency`)."""
 
 
 @dataclass
@@ -40,6 +45,7 @@ class QLearningSolution:
     history: History = field(default_factory=History)
     n_transitions: int = 0
     seconds: float = 0.0
+    diagnostics: dict = field(default_factory=dict)
 
     def _in(self, x, name: str = "x", dim: int | None = None):
         """``x`` checked to be a tensor (B, dim) (dim: the state dimension), on the networks' device and dtype."""
@@ -188,6 +194,8 @@ class QLearning(IterativeSolver):
         r0, x1 = env.step(x, self._to_env(self.to_action(a0), x), self.g_env)
         self.x_env = x1
         self.r_scale = max(float(r0.abs().mean()), 1e-6)
+        self.r_mean = float(r0.mean())
+        self._spread_floor = 1e-3 * self.r_scale * float(env.dt)
         return x, a0, r0, x1
 
     def _build_learners(self) -> None:
@@ -196,17 +204,24 @@ class QLearning(IterativeSolver):
         scale = self.r_scale / float(env.rho)
         lr = cfg.learning_rate
         self.mean_net = Mean(cfg.mean, env, cfg.width, cfg.depth, self.a_center.to(dt_)).to(dev, dt_)
-        self.target = self.opt_actor = self.gibbs = None
+        self.target = self.opt_actor = self.gibbs = self.prec = None
+        params: list = []
         if cfg.method == "q_learning":
-            self.value_net = make_value_net(cfg, env, scale).to(dev, dt_)
-            # log of the diagonal precision, relative to |r| / std^2 so that it starts at a sensible size
+            self.value_net = make_value_net(cfg, env, scale, self.r_mean / float(env.rho)).to(dev, dt_)
+            # the precision starts at |r| / std^2 (per action), so that it starts at a sensible size
             lam0 = (self.r_scale / self.std0 ** 2).to(dev, dt_)
-            self.log_lam = nn.Parameter(torch.zeros(env.action_dim, device=dev, dtype=dt_))
-            self.gibbs = GibbsQ(self.mean_net, lam0, self.log_lam, cfg.temperature,
-                                cfg.power_exponent if cfg.value == "power" else None)
+            self.prec = Precision(cfg.precision_kind, env, lam0,
+                                  cfg.power_exponent if cfg.value == "power" else None,
+                                  cfg.width, cfg.depth).to(dev, dt_)
+            center = 0.5 * (env.state_low + env.state_high)
+            self.gibbs = GibbsQ(self.mean_net, self.prec, cfg.temperature, center.to(dev, dt_))
             self.q_fn = self.gibbs
-            params = list(self.value_net.parameters()) + list(self.mean_net.parameters()) + [self.log_lam]
-            self.opt = torch.optim.Adam(params, lr=lr)
+            params = (list(self.value_net.parameters()) + list(self.mean_net.parameters())
+                      + list(self.prec.parameters()))
+            # J's own learning rate: its TD error carries the noise of the increments, grad J . sigma dW / dt
+            groups = [{"params": list(self.value_net.parameters()), "lr": lr * cfg.value_lr},
+                      {"params": list(self.mean_net.parameters()) + list(self.prec.parameters()), "lr": lr}]
+            self.opt = torch.optim.Adam(groups, lr=lr)
         else:
             self.value_net = Critic(cfg, env, scale, self.a_center.to(dt_), self.std0.to(dt_)).to(dev, dt_)
             self.target = copy.deepcopy(self.value_net)
@@ -215,7 +230,14 @@ class QLearning(IterativeSolver):
             self.q_fn = self.value_net
             self.opt = torch.optim.Adam(list(self.value_net.parameters()), lr=lr)
             self.opt_actor = torch.optim.Adam(list(self.mean_net.parameters()), lr=lr)
-        factor = _cosine(self.n_env_steps * cfg.updates_per_step, cfg.final_lr_factor)
+        # Polyak-Ruppert averaging of q-learning's parameters over the last share of the updates
+        n_updates = self.n_env_steps * cfg.n_updates
+        share = cfg.averaging_share
+        self._avg_params = [] if (share == 0 or cfg.method != "q_learning") else params
+        self._avg = [p.detach().clone() for p in self._avg_params]
+        self._avg_horizon = max(1.0, share * n_updates)
+        self._avg_start = n_updates - self._avg_horizon
+        factor = _cosine(self.n_env_steps * cfg.n_updates, cfg.final_lr_factor)
         self.scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor)
                        for o in (self.opt, self.opt_actor) if o is not None]
 
@@ -238,10 +260,37 @@ class QLearning(IterativeSolver):
         end = min((self.env_steps // cfg.log_every + 1) * cfg.log_every, self.n_env_steps)
         while self.env_steps < end:
             self._collect(self.env_steps)
-            for _ in range(cfg.updates_per_step):
+            for _ in range(cfg.n_updates):
                 self._update()
             self.env_steps += 1
+            if isinstance(self.value_net, NormalisedValue) and self.env_steps % 10 == 0:
+                xs = self.buffer.sample(min(4096, len(self.buffer)), self.g_train)[0]
+                self.value_net.rescale(xs, self.opt, self._spread_floor)
         return self._row()
+
+    def step(self) -> dict[str, float]:
+        """One block of environment steps (:meth:`_step`); a diverging run's error names what the transitions
+        show of its cause."""
+        try:
+            return super().step()
+        except DivergenceError as exc:
+            cause = self._reward_tails()
+            if cause:
+                raise DivergenceError(f"{exc}. {cause}") from exc
+            raise
+
+    def _reward_tails(self) -> str:
+        """A sentence on the rewards in the buffer when they are heavy-tailed (else '')."""
+        r = self.buffer.r[:len(self.buffer)].abs().flatten().double()
+        if r.numel() > 200_000:
+            r = r[torch.randint(0, r.numel(), (200_000,), generator=self.g_env).to(r.device)]
+        med, top = float(r.median()), float(r.max())
+        if not (math.isfinite(top) and top > 1e3 * max(med, 1e-300)):
+            return ""
+        return (f"The transitions' rewards are heavy-tailed (largest |r| {top:.3g}, median {med:.3g}): the "
+                "behaviour's noise reaches actions whose reward is extreme, and the TD errors they bring "
+                "dominate the updates; a smaller exploration_std, or action bounds away from where the "
+                "reward blows up, would avoid them")
 
     def _behaviour(self, x: torch.Tensor, frac: float) -> torch.Tensor:
         """(n, d) -> (n, k) float64 on the CPU: actions u of the behaviour policy, mean m(x) plus Gaussian noise
@@ -249,12 +298,11 @@ class QLearning(IterativeSolver):
         cfg = self.config
         with torch.no_grad():
             xd = x.to(self.device, self.dtype)
-            m = self.mean_net(xd).to(torch.float64).cpu()
+            z = torch.randn(x.shape[0], self.env.action_dim, generator=self.g_env, dtype=torch.float64)
             if cfg.exploration_std is None:       # the Gibbs policy N(m, gamma Lam(x)^{-1}) itself
-                std = self.gibbs.std(xd).to(torch.float64).cpu()
-            else:
-                std = self.std0 * (1 + (cfg.exploration_final - 1) * frac)
-            return m + std * torch.randn(x.shape[0], self.env.action_dim, generator=self.g_env, dtype=torch.float64)
+                return self.gibbs.sample(xd, z.to(xd)).to(torch.float64).cpu()
+            m = self.mean_net(xd).to(torch.float64).cpu()
+            return m + self.std0 * (1 + (cfg.exploration_final - 1) * frac) * z
 
     def _collect(self, i: int) -> None:
         """Environment step ``i``: act with the behaviour policy, store the transitions, restart the paths at the
@@ -280,7 +328,7 @@ class QLearning(IterativeSolver):
 
     def _update(self) -> None:
         """One gradient step on a minibatch from the replay buffer, then one step of the schedules."""
-        batch = self.buffer.sample(min(self.config.batch_size, len(self.buffer)), self.g_train)
+        batch = self.buffer.sample(min(self.config.minibatch, len(self.buffer)), self.g_train)
         if self.config.method == "q_learning":
             self._last = self._td_update(*batch)
         else:
@@ -288,6 +336,11 @@ class QLearning(IterativeSolver):
         for s in self.scheds:
             s.step()
         self.updates += 1
+        if self._avg_params and self.updates > self._avg_start:
+            w = 1.0 / min(self.updates - self._avg_start, self._avg_horizon)
+            with torch.no_grad():
+                for a, p in zip(self._avg, self._avg_params):
+                    a.lerp_(p, w)
 
     def _td_update(self, xb, ab, rb, x2b) -> dict[str, float]:
         """Jia & Zhou's TD(0) step on the martingale condition (module docstring)."""
@@ -342,14 +395,95 @@ class QLearning(IterativeSolver):
     def solve(self, monitor: Callable[[QLearningSolution], dict] | None = None) -> QLearningSolution:
         """Collect transitions and learn until ``n_transitions`` are spent; ``monitor(solution)`` (optional)
         returns extra diagnostics that are logged every ``log_every`` batches (e.g. errors against a closed
-        form, computed by the caller). The caller's global RNG state is left as it was."""
+        form, computed by the caller). The caller's global RNG state is left as it was.
+
+        At the end (q-learning), :meth:`consistency` tests the learned q against the last transitions and
+        stores the result in ``solution.diagnostics``; where the transitions still ask for a policy mean
+        more than ``consistency_tolerance`` (relative) away from the learned one, it warns
+        (:class:`QLearningWarning`) instead of returning a silently wrong answer."""
         self.monitor = monitor
         try:
-            return super().solve()
+            sol = super().solve()
         finally:
             self.monitor = None
+        if self.gibbs is not None and self.env_steps >= self.n_env_steps:
+            self.check_consistency(sol)
+        return sol
+
+    def check_consistency(self, solution: QLearningSolution | None = None) -> dict[str, float]:
+        """:meth:`consistency` stored in ``solution.diagnostics``, with a :class:`QLearningWarning` when the
+        transitions ask to move the policy mean by more than ``consistency_tolerance`` (and more than noise)."""
+        sol = self._solution if solution is None else solution
+        d = sol.diagnostics = self.consistency()
+        tol = self.config.consistency_tolerance
+        if d["significant"] and d["mean_shift"] > tol:
+            warnings.warn(
+                f"q-learning{self._description[len(self.config.method):]}: the learned q does not fit the "
+                f"transitions. On the last {d['n']:,} of them the TD error still depends on the action "
+                f"(test functions (u - m(x)) x [1, x]: chi2 = {d['chi2']:.0f} for {d['dof']} degrees of "
+                f"freedom), and the slope it leaves asks to move the policy mean by {d['mean_shift']:.0%} "
+                f"of its size (tolerance {tol:.0%}). The returned policy is not the optimum of these "
+                f"transitions; more transitions, a smaller exploration_std or a parametrisation that fits "
+                f"the problem may help.", QLearningWarning, stacklevel=3)
+        return d
+
+    @torch.no_grad()
+    def consistency(self, n: int = 200_000) -> dict[str, float]:
+        """Jia & Zhou's martingale orthogonality condition tested with functions the training did not use.
+
+        On the last ``n`` transitions of the buffer, the TD error Delta / dt = (e^{-rho dt} J(x') - J(x)) / dt
+        + r - q(x, u) is regressed on xi = (u - m(x)) x [1, x~] (x~: the state scaled to [-1, 1]): for the
+        solution of the conditions it is orthogonal to every function of (x, u), so the slope s(x) it leaves
+        in the action is noise. The Newton step Lam(x)^{-1} s(x) is the move of the policy mean the
+        transitions ask for: ``mean_shift`` is its root mean square over the states relative to that of m(x)
+        (plus a tenth of the behaviour's noise, so that a mean near zero does not divide by zero);
+        ``chi2`` (Wald's statistic of the slope coefficients, ``dof`` of them) says whether it is more than
+        noise (``significant``: beyond dof + 6 sqrt(2 dof))."""
+        buf = self.buffer
+        n = min(n, len(buf))
+        idx = (buf._next - 1 - torch.arange(n, device=buf.x.device)) % buf.capacity
+        if buf.size < buf.capacity:
+            idx = torch.arange(buf.size - n, buf.size, device=buf.x.device)
+        x, u, r, x2 = buf.x[idx], buf.a[idx], buf.r[idx], buf.x2[idx]
+        dt, rho = float(self.env.dt), float(self.env.rho)
+        y, m, shift_basis = [], [], []
+        for sl in torch.split(torch.arange(n, device=x.device), 50_000):
+            xs, us = x[sl], u[sl]
+            j2, j1 = self.value_net(x2[sl]), self.value_net(xs)
+            y.append(((math.exp(-rho * dt) * j2 - j1) / dt + r[sl] - self.q_fn(xs, us)).double())
+            m.append(self.mean_net(xs).double())
+            M, _ = self.prec.factor(xs)
+            shift_basis.append(M.double())
+        y, m, M = torch.cat(y), torch.cat(m), torch.cat(shift_basis)
+        lo, hi = (t.to(x.device, torch.float64) for t in (self.env.state_low, self.env.state_high))
+        phi = torch.cat([torch.ones(n, 1, dtype=torch.float64, device=x.device),
+                         (x.double() - (lo + hi) / 2) / ((hi - lo) / 2)], 1)            # (n, d + 1)
+        e = u.double() - m                                                              # (n, k)
+        xi = (e.unsqueeze(-1) * phi.unsqueeze(1)).flatten(1)                           # (n, k (d + 1))
+        X = torch.cat([torch.ones(n, 1, dtype=torch.float64, device=x.device), xi], 1)
+        XtX = X.T @ X
+        beta = torch.linalg.solve(XtX, X.T @ y).squeeze(1)
+        resid = y.squeeze(1) - X @ beta
+        cov = resid.var() * torch.linalg.inv(XtX)
+        b, C = beta[1:], cov[1:, 1:]
+        chi2 = float(b @ torch.linalg.solve(C, b))
+        dof = b.numel()
+        k = e.shape[1]
+        slope = (b.reshape(k, -1) @ phi.T).T                                            # (n, k)
+        # Lam^{-1} s = M^{-T} M^{-1} s
+        w = torch.linalg.solve_triangular(M, slope.unsqueeze(-1), upper=False)
+        step = torch.linalg.solve_triangular(M.transpose(-1, -2), w, upper=True).squeeze(-1)
+        size = float(m.pow(2).sum(-1).mean().sqrt()) + 0.1 * float(self.std0.mean())
+        shift = float(step.pow(2).sum(-1).mean().sqrt()) / size
+        return {"n": n, "chi2": chi2, "dof": dof, "mean_shift": shift,
+                "significant": chi2 > dof + 6 * math.sqrt(2 * dof)}
 
     def solution(self) -> QLearningSolution:
+        if self._avg_params and self.env_steps >= self.n_env_steps:
+            # the run is over: the solution is the average of the last updates' parameters
+            with torch.no_grad():
+                for a, p in zip(self._avg, self._avg_params):
+                    p.copy_(a)
         sol = self._solution
         sol.n_transitions = (self.env_steps + 1) * self.config.n_envs
         sol.seconds = self.seconds
@@ -368,10 +502,11 @@ class QLearning(IterativeSolver):
                  "opt": self.opt.state_dict(), "scheds": [s.state_dict() for s in self.scheds],
                  "buffer": self.buffer.state_dict(), "x_env": self.x_env.detach().cpu(),
                  "env_steps": self.env_steps, "updates": self.updates, "last": dict(self._last),
+                 "averages": [a.detach().cpu() for a in self._avg],
                  "g_env": self.g_env.get_state(), "g_train": self.g_train.get_state(),
                  "g_train_on": self.g_train.device.type}
         if self.gibbs is not None:
-            state["log_lam"] = self.log_lam.detach().cpu()
+            state["precision"] = self.prec.state_dict()
         if self.target is not None:
             state.update(target=self.target.state_dict(), opt_actor=self.opt_actor.state_dict())
         return state
@@ -381,8 +516,7 @@ class QLearning(IterativeSolver):
         self.mean_net.load_state_dict(state["mean"])
         self.opt.load_state_dict(state["opt"])
         if self.gibbs is not None:
-            with torch.no_grad():
-                self.log_lam.copy_(state["log_lam"])
+            self.prec.load_state_dict(state["precision"])
         if self.target is not None:
             self.target.load_state_dict(state["target"])
             self.opt_actor.load_state_dict(state["opt_actor"])
@@ -391,6 +525,9 @@ class QLearning(IterativeSolver):
         self.buffer.load_state_dict(state["buffer"])
         self.x_env = state["x_env"].to(self.x_env)
         self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
+        with torch.no_grad():
+            for a, saved in zip(self._avg, state.get("averages", [])):
+                a.copy_(saved)
         self._last = dict(state["last"])
         seed = self.config.seed
         restore_generator(self.g_env, state["g_env"], "cpu", seed)
