@@ -104,3 +104,53 @@ class LinearCost(hjb.ControlProblem):
 def test_a_hamiltonian_without_maximum_is_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="no maximum in action coordinate 0"):
         hjb.PolicyIteration(LinearCost(), hjb.PolicyIterationConfig.preset("smoke", seed=0))
+
+
+def test_pathwise_gradient_labels_estimate_grad_v():
+    """The pathwise derivatives of the Feynman-Kac targets average to grad V: the scalar LQR's optimal policy
+    with its exact value as the bootstrap, so E[z | x] = -P x (a closed form the labels never see)."""
+    lqr = hjb.StochasticLQR.scalar(alpha=-0.3, beta=1.0, q=1.5, r_a=0.4, sigma=0.4, rho=0.3)
+    ex = lqr.exact()
+    x = torch.linspace(-1.5, 1.5, 7, dtype=torch.float64).unsqueeze(-1)
+    y, se, ends, z = hjb.rollout_targets(lqr, ex.policy, ex.value, x, horizon=2.0, dt=0.01, paths_per_state=400,
+                                         generator=0, return_endpoints=True, return_gradients=True)
+    grad = -float(ex.P) * x
+    assert ends.shape == (400, 7, 1) and z.shape == (7, 1)
+    assert torch.allclose(z, grad, rtol=0, atol=2e-3 * float(grad.abs().max())), (z.T, grad.T)
+    assert torch.allclose(y, ex.value(x), rtol=0, atol=4 * float(se.max()) + 1e-3)
+
+
+def test_gradient_labels_follow_the_greedy_policys_feedback():
+    """Through the greedy policy the labels carry da*/dx (Hess V): with a quadratic V = -P x^2 / 2 (not the
+    value of its greedy policy unless P solves the Riccati equation) the labels match grad V^pi, whose
+    closed form is the Lyapunov solution of the feedback a = -(B P / R) x."""
+    A, B, Q, R, s, rho = -0.3, 1.0, 1.5, 0.4, 0.4, 0.3
+    lqr = hjb.StochasticLQR.scalar(alpha=A, beta=B, q=Q, r_a=R, sigma=s, rho=rho)
+    from hjbcourse.solvers.policy_iteration.networks import GreedyPolicy
+    P0 = 1.0
+    value = lambda x: -0.5 * P0 * x * x
+    K = B * P0 / R
+    P_pi = (Q + R * K * K) / (rho - 2 * (A - B * K))         # the Lyapunov equation of the feedback -K x
+    x = torch.linspace(-1.0, 1.0, 5, dtype=torch.float64).unsqueeze(-1)
+    T = 1.0
+    bootstrap = lambda x: -0.5 * P_pi * x * x               # V^pi's quadratic part (its constant cancels in z)
+    _, _, z = hjb.rollout_targets(lqr, GreedyPolicy(lqr, value), bootstrap, x, horizon=T, dt=0.01,
+                                  paths_per_state=200, generator=1, return_gradients=True)
+    assert torch.allclose(z, -P_pi * x, rtol=0, atol=3e-3 * P_pi), (z.T, (-P_pi * x).T)
+
+
+def test_the_level_is_solved_exactly_so_a_short_horizon_suffices():
+    """rho = 0.02: the default horizon is 3 / mu (mu the closed loop's slowest decay rate), 8 times shorter than
+    0.5 / rho; the level correction makes the value right anyway, and without it the level is far off."""
+    lqr = hjb.StochasticLQR.scalar(alpha=-0.2, beta=1.0, q=1.0, r_a=0.3, sigma=0.3, rho=0.02)
+    cfg = hjb.PolicyIterationConfig.preset("quick", seed=0, progress=False, iterations=4, min_iterations=4,
+                                           n_states=512)
+    solver = hjb.PolicyIteration(lqr, cfg)
+    T, dt, T0, dt0 = solver.horizons()
+    assert T < 0.5 / lqr.rho / 4 and T0 < 3 / lqr.rho / 4
+    sol = solver.solve()
+    assert sol.history.last("value_rel_l2") < 0.01 and sol.history.last("policy_rel_l2") < 0.02
+    same = cfg.replace(level_correction=False, adapt_dt=False, horizon=T, dt=dt, initial_horizon=T0, initial_dt=dt0)
+    off = hjb.PolicyIteration(lqr, same)                    # the same short horizons, no correction
+    assert off.horizons() == pytest.approx((T, dt, T0, dt0))
+    assert off.solve().history.last("value_rel_l2") > 0.05

@@ -53,9 +53,21 @@ class PolicyIterationConfig(SolverConfig):
     None (the default): 3 sweeps with the greedy policy, 1 with the actor (whose small gradient steps are
     already damped; measured on the suite, benchmarks/README.md).
 
-    With ``adapt_dt`` the step is read off the first policy's closed loop, whose fastest rate is lambda (the
-    largest eigenvalue modulus of the drift's Jacobian over the training states): dt / lambda (at most T / 100)
-    for a slow loop (lambda < 1), at most 0.2 / lambda for a fast one; the first evaluation's step likewise.
+    With ``adapt_dt`` (the default) the steps and horizons are read off the first policy's closed loop
+    (:meth:`PolicyIteration.horizons`): the step is ``dt``, or a hundredth of the horizon where that is
+    longer, and at most 0.2 / lambda, lambda the loop's fastest rate (the largest eigenvalue modulus of the
+    drift's Jacobian over the training states); with ``level_correction`` the horizons are also at most
+    3 / mu and 6 / mu, mu its slowest decay rate.
+
+    ``gradient_labels`` also labels each training state with the pathwise derivative of its targets (the
+    derivative of each path's discounted reward and bootstrap in its start point, the noise held fixed, with
+    the control variate's derivative: an estimate of grad V^pi with far less noise than the values have), and
+    the value is fitted to both (a Sobolev fit, :func:`~.evaluation.fit_value`), since the greedy policy
+    reads grad V. None (the default): on with the greedy policy, off with the actor (measured on the suite's
+    Merton problems: better pi for gamma >= 2, but for gamma < 1 the labels inherit the lognormal tail of
+    wealth over the horizon 1 / rho and the fit diverges). ``level_correction`` (default on) solves the evaluation's fixed point exactly
+    along its slowest direction after each fit: the value's additive level (its scale, for the
+    ``value_sign`` network), which otherwise converges only by e^{-rho T} per iteration.
 
     ``"auto"`` choices (the defaults) are read off the problem when the solver starts
     (:func:`~hjbcourse.solvers.policy_iteration.scales.resolve_settings`): the improvement (greedy where it is
@@ -72,7 +84,7 @@ class PolicyIterationConfig(SolverConfig):
 
     Fitting: ``value_steps`` Adam steps on minibatches of ``value_batch`` per iteration, the learning rate
     decaying geometrically from ``value_lr`` to ``value_lr_final`` over the budget, then ``polish_steps``
-    full-batch L-BFGS steps (None: 50 with the greedy policy, which reads grad V directly, 0 with the actor).
+    full-batch L-BFGS steps (None: 500 with the greedy policy, which reads grad V directly, 0 with the actor).
     ``value_fit="relative"`` weights each squared error by 1 / V_old(x)^2 (the
     previous iteration's value at the state, normalised to mean 1, :func:`relative_weights`): a fit by
     relative error, for a value whose magnitude varies by orders over the states (the first fit, from
@@ -110,7 +122,9 @@ class PolicyIterationConfig(SolverConfig):
     initial_dt: float | None = None
     scheme: str = "weak2"
     control_variate: bool = True
-    cv_stride: int = 2
+    cv_stride: int = 1
+    gradient_labels: bool | None = None
+    level_correction: bool = True
     value_width: int = 32
     value_depth: int = 3
     policy_width: int = 32
@@ -153,7 +167,7 @@ class PolicyIterationConfig(SolverConfig):
                          "policy_width", "policy_depth", "value_steps", "value_batch", "policy_steps", "patience",
                          "n_eval")
         self._check_ints("min_iterations", minimum=0)
-        if self.polish_steps is not None:       # None: 50 with the greedy policy, 0 with the actor
+        if self.polish_steps is not None:       # None: 500 with the greedy policy, 0 with the actor
             self._check_ints("polish_steps", minimum=0)
         if self.initial_sweeps is not None:     # None: 3 with the greedy policy, 1 with the actor
             self._check_ints("initial_sweeps")
@@ -184,8 +198,11 @@ class PolicyIterationConfig(SolverConfig):
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.initial_policy not in INITIAL_POLICIES:
             raise ValueError(f"initial_policy must be one of {INITIAL_POLICIES}, got {self.initial_policy!r}")
-        if not isinstance(self.adapt_dt, bool):
-            raise ValueError(f"adapt_dt must be True or False, got {self.adapt_dt!r}")
+        for name in ("adapt_dt", "level_correction"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.gradient_labels is not None and not isinstance(self.gradient_labels, bool):
+            raise ValueError(f"gradient_labels must be None, True or False, got {self.gradient_labels!r}")
         if self.initial_action is not None:   # a sequence of finite real numbers ("12" is no (1.0, 2.0))
             object.__setattr__(self, "initial_action", numbers_tuple("initial_action", self.initial_action))
         if self.value_fit not in VALUE_FITS:

@@ -2,6 +2,7 @@
 and the least-squares fit of the value network to them."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
@@ -26,7 +27,7 @@ def _directional_differences(value, x, u, step):
     return (vp - vm) / (2 * s), (vp - 2 * v0 + vm) / (s * s)
 
 
-def _control_variate(problem, value, sim, dW, dt, stride, generator):
+def _control_variate(problem, value, sim, dW, dt, stride, generator, keep_graph=False):
     """(P, 1): the control variate of the Feynman–Kac target (book: eq. (ch04-cv)).
 
     Over blocks of ``stride`` steps, with w_j the block's summed increment (covariance h_j I) and v_j = S w_j,
@@ -39,7 +40,9 @@ def _control_variate(problem, value, sim, dW, dt, stride, generator):
     Milstein's term grad V . (Ds s), the derivative of s along itself, that multiplicative noise brings. These are the first two terms of Ito's expansion of e^{-rho t} V(X_t). Each has
     mean exactly zero because X_{t_j} does not see w_j (nor w~_j), whatever the coefficients are; so the
     derivatives are taken by central differences along v_j, v~_j (cheap forward passes), and their
-    O(step^2) error only costs a little variance, never bias.
+    O(step^2) error only costs a little variance, never bias. With ``keep_graph`` it is computed inside
+    autograd's graph (its derivative in the start point, also of mean zero, then corrects the pathwise
+    gradient labels the same way).
     """
     n, P, m = dW.shape
     d = sim.x.shape[-1]
@@ -51,7 +54,7 @@ def _control_variate(problem, value, sim, dW, dt, stride, generator):
     h = lengths.repeat_interleave(P).unsqueeze(-1)                                  # (n_cv P, 1)
     lo, hi = problem.domain
     spacing = 1e-2 * float((hi - lo).min()) / 2                                     # 1% of the domain's half-width
-    with torch.no_grad():
+    with contextlib.nullcontext() if keep_graph else torch.no_grad():
         S = problem.diffusion(flat_x, flat_a)                                       # (n_cv P, d, m)
         w = blocks.reshape(-1, m)
         if m == 1:
@@ -92,13 +95,51 @@ def _control_variate(problem, value, sim, dW, dt, stride, generator):
         return (disc * term.reshape(len(idx), P)).sum(0).unsqueeze(-1)
 
 
+#: path-steps per chunk of a differentiated simulation (bounds the memory its graph takes)
+_PATH_STEPS = 1 << 17
+
+
+def _targets_with_gradients(problem, policy, value, x0, horizon, dt, scheme, dW, use_cv, cv_stride, generator):
+    """Per path from ``x0`` (P, d) with the increments ``dW``: the target y (P, 1), int e^{-rho t} r dt +
+    e^{-rho T} value(X_T) minus the control variate when ``use_cv``, its end point X_T (P, d), and z (P, d),
+    the derivative of y with respect to the start point, the noise held fixed (the pathwise derivative).
+    E[z | x0] = grad V^pi(x0) when the coefficients, the reward and the policy are differentiable (a.e.
+    suffices: a clipped action); the control variate's derivative has mean zero too and removes most of z's
+    noise. The policy is read through its ``differentiable`` method where it has one (the greedy policy,
+    which otherwise detaches its action). Run in chunks of paths, so that the graph stays within
+    :data:`_PATH_STEPS` path-steps."""
+    P = x0.shape[0]
+    n = dW.shape[0]
+    pol = getattr(policy, "differentiable", policy)
+    chunk = max(1, _PATH_STEPS // max(n, 1))
+    ys, ends, zs = [], [], []
+    for i in range(0, P, chunk):
+        sl = slice(i, min(P, i + chunk))
+        with torch.enable_grad():
+            xc = x0[sl].detach().clone().requires_grad_(True)
+            sim = simulate(problem, pol, xc, horizon, dt, scheme=scheme, dW=dW[:, sl], record=use_cv)
+            y = sim.reward
+            if value is not None:
+                y = y + math.exp(-problem.rho * horizon) * value(sim.x_T)
+            if use_cv:
+                y = y - _control_variate(problem, value, sim, dW[:, sl], dt, cv_stride, generator, keep_graph=True)
+            (z,) = torch.autograd.grad(y.sum(), xc)
+        ys.append(y.detach())
+        ends.append(sim.x_T.detach())
+        zs.append(z)
+    return torch.cat(ys), torch.cat(ends), torch.cat(zs)
+
+
 def rollout_targets(problem: ControlProblem, policy: Callable, value: Callable | None, x: torch.Tensor,
                     horizon: float, dt: float, paths_per_state: int = 2, antithetic: bool = True,
                     scheme: str = "weak2", control_variate: bool = True, cv_stride: int = 1,
-                    generator: torch.Generator | int | None = None, return_endpoints: bool = False):
+                    generator: torch.Generator | int | None = None, return_endpoints: bool = False,
+                    return_gradients: bool = False):
     """(B, d) -> (B, 1), (B, 1): Feynman–Kac targets y(x) and their standard errors (book: eq. (ch04-fk)).
 
-    With ``return_endpoints`` also the end points X_T of the first path from each state, (B, d).
+    With ``return_endpoints`` also the end points X_T of every path, (paths_per_state, B, d). With
+    ``return_gradients`` also the pathwise derivatives of the targets, (B, d), averaged over each state's
+    paths: estimates of grad V^pi(x) (see :func:`_simulate_with_gradients`), labels for the value's gradient.
 
     y(x) is the mean over ``paths_per_state`` paths of int_0^T e^{-rho t} r dt + e^{-rho T} value(X_T) minus
     the zero-mean control variate of eq. (ch04-cv): over blocks of ``cv_stride`` steps, the first- and
@@ -119,14 +160,17 @@ def rollout_targets(problem: ControlProblem, policy: Callable, value: Callable |
         dW = brownian_increments(n, B * paths_per_state, m, dt, g, x.dtype, x.device)
     x0 = x.repeat(paths_per_state, 1)
     use_cv = control_variate and value is not None
-    with torch.no_grad():
-        sim = simulate(problem, policy, x0, horizon, dt, scheme=scheme, dW=dW, record=use_cv)
-    y = sim.reward
-    if value is not None:
+    if return_gradients:
+        y, x_T, z = _targets_with_gradients(problem, policy, value, x0, horizon, dt, scheme, dW, use_cv, cv_stride, g)
+    else:
         with torch.no_grad():
-            y = y + math.exp(-problem.rho * horizon) * value(sim.x_T)
-    if use_cv:
-        y = y - _control_variate(problem, value, sim, dW, dt, cv_stride, g)
+            sim = simulate(problem, policy, x0, horizon, dt, scheme=scheme, dW=dW, record=use_cv)
+        y, x_T = sim.reward, sim.x_T
+        if value is not None:
+            with torch.no_grad():
+                y = y + math.exp(-problem.rho * horizon) * value(sim.x_T)
+        if use_cv:
+            y = y - _control_variate(problem, value, sim, dW, dt, cv_stride, g)
     y = y.reshape(paths_per_state, B, 1)
     mean = y.mean(0)
     if antithetic:  # pairs are dependent: the standard error comes from the pair means
@@ -135,9 +179,12 @@ def rollout_targets(problem: ControlProblem, policy: Callable, value: Callable |
         se = pairs.std(0, unbiased=True) / math.sqrt(k) if k > 1 else (y[0] - y[-1]).abs() * 0 + float("nan")
     else:
         se = y.std(0, unbiased=True) / math.sqrt(paths_per_state) if paths_per_state > 1 else torch.full_like(mean, float("nan"))
+    out = (mean, se)
     if return_endpoints:
-        return mean, se, sim.x_T[:B]
-    return mean, se
+        out = out + (x_T.reshape(paths_per_state, B, d),)
+    if return_gradients:
+        out = out + (z.reshape(paths_per_state, B, d).mean(0),)
+    return out
 
 
 def relative_weights(v_old: torch.Tensor, floor: float = 1e-2) -> torch.Tensor:
@@ -156,7 +203,8 @@ def relative_weights(v_old: torch.Tensor, floor: float = 1e-2) -> torch.Tensor:
 
 def fit_value(value: MLP, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, steps: int,
               batch: int, generator: torch.Generator, iteration: int = 0, polish_steps: int = 0,
-              weights: torch.Tensor | None = None) -> float:
+              weights: torch.Tensor | None = None, grad_targets: torch.Tensor | None = None,
+              grad_steps: torch.Tensor | None = None) -> float:
     """Fit ``value`` to targets ``y`` (B, 1) at ``x`` (B, d) by ``steps`` minibatch steps of least squares,
     then ``polish_steps`` full-batch L-BFGS steps.
 
@@ -164,15 +212,31 @@ def fit_value(value: MLP, x: torch.Tensor, y: torch.Tensor, optimizer: torch.opt
     which matters because the policy reads the value's first and second derivatives. The loss is measured in
     units of the network's output scale (``value.out_scale``); returns the full-batch mean squared error at
     the end, in the same units. ``weights`` (B, 1), e.g. :func:`relative_weights`, weight the squared errors
-    (and the returned mean). Raises ``DivergenceError`` on NaN/inf.
+    (and the returned mean). With ``grad_targets`` z (B, d), labels for grad V (the pathwise derivatives of
+    :func:`rollout_targets`), each squared error gains the gradient's, measured in the networks' input
+    units: |(grad V(x) - z) * grad_steps|^2 / d, ``grad_steps`` (B, d) from :func:`input_steps` (a Sobolev
+    fit: the greedy policy reads grad V, and its labels are far less noisy than the values'). Raises
+    ``DivergenceError`` on NaN/inf.
     """
     B = x.shape[0]
     scale2 = float(value.out_scale) ** 2
     w_all = None if weights is None else weights.detach().reshape(B, 1)
+    if grad_targets is not None:
+        z_all, h_all = grad_targets.detach(), grad_steps.detach().expand_as(grad_targets)
 
     def sq(idx=None):
-        r = (value(x) - y) if idx is None else (value(x[idx]) - y[idx])
-        r2 = r.pow(2)
+        xi = x if idx is None else x[idx]
+        yi = y if idx is None else y[idx]
+        if grad_targets is None:
+            r2 = (value(xi) - yi).pow(2)
+        else:
+            with torch.enable_grad():
+                xg = xi.detach().requires_grad_(True)
+                v = value(xg)
+                (gv,) = torch.autograd.grad(v.sum(), xg, create_graph=True)
+            zi = z_all if idx is None else z_all[idx]
+            hi = h_all if idx is None else h_all[idx]
+            r2 = (v - yi).pow(2) + ((gv - zi) * hi).pow(2).mean(-1, keepdim=True)
         if w_all is not None:
             r2 = r2 * (w_all if idx is None else w_all[idx])
         return r2.mean() / scale2
@@ -194,17 +258,15 @@ def fit_value(value: MLP, x: torch.Tensor, y: torch.Tensor, optimizer: torch.opt
             loss.backward()
             return loss
 
-        with torch.no_grad():
-            before = float(sq())
+        before = float(sq().detach())
         saved = [p.detach().clone() for p in value.parameters()]
         lbfgs.step(closure)
-        with torch.no_grad():
-            after = float(sq())
-            if not after <= before:  # a failed line search (or NaN): keep the Adam fit
+        after = float(sq().detach())
+        if not after <= before:  # a failed line search (or NaN): keep the Adam fit
+            with torch.no_grad():
                 for p, s in zip(value.parameters(), saved):
                     p.copy_(s)
-    with torch.no_grad():
-        mse = float(sq())
+    mse = float(sq().detach())
     check_finite(mse, "the value-fit loss", iteration)
     return mse
 

@@ -18,7 +18,7 @@ from ...runtime import make_generator
 from .config import INPUT_SCALINGS
 
 __all__ = ["MappedInputMLP", "SignedExpValue", "make_value_network", "PolicyNetwork", "set_constant_action",
-           "make_policy_network", "GreedyPolicy", "clamp_to_box", "training_states", "evaluation_states"]
+           "make_policy_network", "GreedyPolicy", "input_steps", "clamp_to_box", "training_states", "evaluation_states"]
 
 
 def _input_coordinates(x: torch.Tensor, log: bool) -> torch.Tensor:
@@ -248,6 +248,27 @@ class GreedyPolicy:
             (gv,) = torch.autograd.grad(self.value(xg).sum(), xg)
             return self.problem.clip_action(self._newton(x.detach(), gv.detach())).detach()
 
+    def differentiable(self, x: torch.Tensor) -> torch.Tensor:
+        """The same action, carrying its derivative da*/dx (through grad V and the Newton step, so it reads
+        Hess V) into ``x``'s graph: what a pathwise derivative of a rollout needs. The action and its
+        Jacobian J (B, k, d) are computed on a detached copy of x and attached to x to first order,
+        a* + J (x - x.detach()): exact derivatives, and a graph per call of constant size (an autograd.grad
+        inside a long path's graph would walk the whole path at every step). An ``x`` outside a graph gets
+        the detached action."""
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return self(x)
+        xl = x.detach().requires_grad_(True)
+        (gv,) = torch.autograd.grad(self.value(xl).sum(), xl, create_graph=True)
+        k = self.problem.action_dim
+        a0 = torch.zeros(x.shape[0], k, dtype=x.dtype, device=x.device, requires_grad=True)
+        (g,) = torch.autograd.grad(self._h(xl, gv, a0), a0, create_graph=True)
+        H = torch.stack([torch.autograd.grad(g[:, j].sum(), a0, create_graph=True, allow_unused=True)[0]
+                         for j in range(k)], dim=1)
+        a = self.problem.clip_action(-torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1))
+        J = torch.stack([torch.autograd.grad(a[:, j].sum(), xl, retain_graph=j < k - 1)[0] for j in range(k)],
+                        dim=1)                                          # (B, k, d)
+        return a.detach() + (J.detach() @ (x - xl.detach()).unsqueeze(-1)).squeeze(-1)
+
     def _newton(self, x, gv):
         k = self.problem.action_dim
         a0 = torch.zeros(x.shape[0], k, dtype=x.dtype, device=x.device, requires_grad=True)
@@ -281,6 +302,17 @@ class GreedyPolicy:
             raise ValueError("policy='greedy' needs a control-affine drift f = f0 + G a, a reward quadratic and "
                              "concave in a, and a diffusion that does not depend on a; this problem is not of that "
                              "form: use policy='actor'")
+
+
+def input_steps(problem: ControlProblem, x: torch.Tensor, input_scaling: str = "affine") -> torch.Tensor:
+    """(B, d) -> (B, d): dx_i / du_i, how far a state moves per unit of the networks' input coordinate u_i
+    (which maps the domain to [-1, 1], affinely in x or in log x): the domain's half-width, or for
+    ``input_scaling="log"`` x_i times the half-width of log x. A gradient times it is the gradient in the
+    networks' own units, the scale on which its errors are weighed."""
+    lo, hi = (t.to(dtype=x.dtype, device=x.device) for t in problem.domain)
+    if input_scaling == "log":
+        return x * (torch.log(hi) - torch.log(lo)) / 2
+    return ((hi - lo) / 2).expand_as(x)
 
 
 def clamp_to_box(problem: ControlProblem, x: torch.Tensor, box: float | None, input_scaling: str = "affine"):

@@ -78,9 +78,11 @@ def linearised_feedback(problem: ControlProblem) -> LinearFeedback | None:
     return LinearFeedback(problem, K, x_c, a_c)
 
 
-def closed_loop_rate(problem: ControlProblem, policy, x: torch.Tensor) -> float:
+def closed_loop_rate(problem: ControlProblem, policy, x: torch.Tensor, slowest: bool = False):
     """The fastest rate of the closed loop dX = f(X, policy(X)) dt around the states ``x``: the largest
-    modulus of an eigenvalue of the Jacobian of x -> f(x, policy(x)) (by central differences), over them."""
+    modulus of an eigenvalue of the Jacobian of x -> f(x, policy(x)) (by central differences), over them.
+    With ``slowest`` also its slowest decay rate: the median over the states of min(-Re eigenvalue), 0 where
+    that is not positive (a loop that does not contract everywhere along the way)."""
     B, d = x.shape
     lo, hi = problem.domain
     h = 1e-3 * float((hi - lo).min())
@@ -89,8 +91,13 @@ def closed_loop_rate(problem: ControlProblem, policy, x: torch.Tensor) -> float:
     with torch.no_grad():
         f = problem.drift(pts, policy(pts)).reshape(B, 2, d, d)
     J = ((f[:, 0] - f[:, 1]) / (2 * h)).transpose(-1, -2)          # (B, d, d): J[b, i, j] = df_i / dx_j
-    rate = float(torch.linalg.eigvals(J.double().cpu()).abs().max())
-    return rate if rate == rate else 0.0                           # NaN (a policy undefined there): no cap
+    eig = torch.linalg.eigvals(J.double().cpu())
+    rate = float(eig.abs().max())
+    rate = rate if rate == rate else 0.0                           # NaN (a policy undefined there): no cap
+    if not slowest:
+        return rate
+    slow = float((-eig.real).min(-1).values.median())
+    return rate, (slow if slow > 0 else 0.0)
 
 
 def _candidates(low: float, high: float) -> list[float]:
@@ -154,6 +161,7 @@ class Settings:
     horizon: float | None
     dt: float | None
     adapt_dt: bool
+    gradient_labels: bool
 
 
 def resolve_settings(problem: ControlProblem, config) -> Settings:
@@ -168,7 +176,8 @@ def resolve_settings(problem: ControlProblem, config) -> Settings:
       (``value_batch`` = ``n_states``) of twice ``value_steps``, at most 50 actor steps and at least 16 first
       paths; ``"affine"`` elsewhere;
     - ``value_fit="auto"``: ``"absolute"`` unless chosen above;
-    - ``polish_steps`` and ``initial_sweeps`` None: 50 and 3 with the greedy policy, 0 and 1 with the actor.
+    - ``polish_steps`` and ``initial_sweeps`` None: 500 and 3 with the greedy policy, 0 and 1 with the actor;
+    - ``gradient_labels`` None: on with the greedy policy, off with the actor.
     """
     check_hamiltonian_has_maximum(problem)
     greedy = config.policy == "greedy" or (config.policy == "auto" and greedy_applies(problem))
@@ -199,8 +208,9 @@ def resolve_settings(problem: ControlProblem, config) -> Settings:
     return Settings(greedy=greedy, input_scaling=scaling, state_box=box,
                     value_fit="absolute" if fit == "auto" else fit, value_sign=sign,
                     initial_action=None if action is None else tuple(float(a) for a in action),
-                    polish_steps=(50 if greedy else 0) if config.polish_steps is None else config.polish_steps,
+                    polish_steps=(500 if greedy else 0) if config.polish_steps is None else config.polish_steps,
                     initial_sweeps=(3 if greedy else 1) if config.initial_sweeps is None else config.initial_sweeps,
+                    gradient_labels=greedy if config.gradient_labels is None else config.gradient_labels,
                     **numerics)
 
 

@@ -20,15 +20,16 @@ from .config import PolicyIterationConfig
 from .evaluation import fit_value, relative_weights, rollout_targets
 from .improvement import greedy_objective, improve_policy
 from .networks import (GreedyPolicy, SignedExpValue, clamp_to_box, evaluation_states, make_policy_network,
-                       make_value_network, set_constant_action, training_states)
+                       make_value_network, input_steps, set_constant_action, training_states)
 from .scales import closed_loop_rate, linearised_feedback, resolve_settings
 
 #: the time step is at most this fraction of the closed loop's fastest time scale 1 / rate
 _STEP_PER_RATE = 0.2
-from .scales import closed_loop_rate, greedy_applies, linearised_feedback
-
-#: the time step is at most this fraction of the closed loop's fastest time scale 1 / rate
-_STEP_PER_RATE = 0.2
+#: with the level solved exactly, the evaluation horizon is at most this many of the closed loop's slowest
+#: time scales (1 / its slowest decay rate)
+_HORIZON_PER_SLOW_RATE = 3.0
+#: the level is corrected only after a fit whose mean squared error (in units of the targets' spread) is below
+_LEVEL_FIT_MSE = 0.1
 
 __all__ = ["PolicyIteration", "PolicyIterationSolution"]
 
@@ -131,8 +132,9 @@ class PolicyIteration(IterativeSolver):
             GreedyPolicy(problem, self.value_net).check(
                 problem.sample_states(64, make_generator(0, "cpu"), dtype=torch.float64))
         self._initial = self._initial_policy(st.greedy)
-        self._rate = closed_loop_rate(problem, self._policy(fitted=False),
-                                      problem.sample_states(256, make_generator(0, "cpu"), dtype=dtype, device=device))
+        self._rate, self._slow_rate = closed_loop_rate(
+            problem, self._policy(fitted=False),
+            problem.sample_states(256, make_generator(0, "cpu"), dtype=dtype, device=device), slowest=True)
 
     def _initial_policy(self, greedy: bool):
         """The first policy of the greedy solver: the linearisation's LQR feedback (``initial_policy``
@@ -152,25 +154,28 @@ class PolicyIteration(IterativeSolver):
         return feedback
 
     def horizons(self) -> tuple[float, float, float, float]:
-        """(T, dt, T0, dt0) of :meth:`PolicyIterationConfig.horizons`, the steps capped at 0.2 / rate, with
-        rate the fastest rate of the first policy's closed loop over the training states (so an explicit
-        scheme resolves it whatever the problem's time scale)."""
+        """(T, dt, T0, dt0): the evaluation's horizon and step, and those of the first evaluation.
+
+        Without ``adapt_dt``, :meth:`PolicyIterationConfig.horizons`. With it, read off the first policy's
+        closed loop over the training states, whose fastest rate is lambda (the largest eigenvalue modulus of
+        the drift's Jacobian) and slowest decay rate mu: the step is the config's, or a hundredth of the
+        horizon where that is longer, and at most 0.2 / lambda (so an explicit scheme resolves the fastest
+        motion whatever the problem's time scale);
+        and where the value's level is solved exactly (:meth:`_correct_level`), the horizons are at most
+        3 / mu and 6 / mu (the errors left after the level shrink like e^{-(rho + mu) T}), and at most
+        the config's (0.5 / rho and 3 / rho by default)."""
         st = self.settings
         cfg = self.config if st.horizon is None else self.config.replace(horizon=st.horizon, dt=st.dt)
         T, dt, T0, dt0 = cfg.horizons(self.problem.rho)
         if not st.adapt_dt:
             return T, dt, T0, dt0
-        if 0 < self._rate < 1:  # a slow closed loop: dt is that many of its time units, at most T / 100
-            dt = min(dt / self._rate, T / 100)
-            T = max(dt, round(T / dt) * dt)
-        cap = _STEP_PER_RATE / self._rate if self._rate > 0 else math.inf
-        if cap < dt:
-            dt = cap
-            T = max(dt, round(T / dt) * dt)
-        if cap < dt0:
-            dt0 = cap
-            T0 = max(dt0, round(T0 / dt0) * dt0)
-        return T, dt, T0, dt0
+        if self._level_applies and self._slow_rate > 0:
+            T = min(T, _HORIZON_PER_SLOW_RATE / self._slow_rate)
+            T0 = min(T0, 2 * _HORIZON_PER_SLOW_RATE / self._slow_rate)
+        if self._rate > 0:
+            dt = min(_STEP_PER_RATE / self._rate, max(dt, T / 100))
+            dt0 = min(_STEP_PER_RATE / self._rate, max(dt0, T0 / 100))
+        return max(dt, round(T / dt) * dt), dt, max(dt0, round(T0 / dt0) * dt0), dt0
 
     # -- the current policy --------------------------------------------------------------------------
     def current_policy(self) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -197,8 +202,9 @@ class PolicyIteration(IterativeSolver):
         with torch.no_grad():
             v_old = None if self.iteration == 0 else self.value_net(self._x_eval)
             a_old = policy(self._x_eval)
-        y, se = self._evaluate(policy, x, n_domain, it)
-        mse = self._fit(x, y, it)
+        y, se, z, ends, v_ends = self._evaluate(policy, x, n_domain, it)
+        mse = self._fit(x, y, z, it)
+        self._correct_level(x, y, ends, v_ends, mse)
         if self.policy_net is None:
             q = greedy_objective(self.problem, self.value_net, x, it)
         elif self.iteration + 1 >= self.settings.initial_sweeps:  # the first sweeps only evaluate
@@ -235,11 +241,12 @@ class PolicyIteration(IterativeSolver):
         first = self.iteration == 0
         T, dt, T0, dt0 = self.horizons()
         paths = (self.settings.initial_paths or cfg.paths_per_state) if first else cfg.paths_per_state
-        y, se, x_end = rollout_targets(p, policy, None if first else self.value_net, x, T0 if first else T,
-                                       dt0 if first else dt, paths, cfg.antithetic, cfg.scheme,
-                                       cfg.control_variate, cfg.cv_stride, self._noise_gen, return_endpoints=True)
+        y, se, x_end, *z = rollout_targets(p, policy, None if first else self.value_net, x, T0 if first else T,
+                                           dt0 if first else dt, paths, cfg.antithetic, cfg.scheme,
+                                           cfg.control_variate, cfg.cv_stride, self._noise_gen,
+                                           return_endpoints=True, return_gradients=self.settings.gradient_labels)
         if not first:
-            self._endpoints = clamp_to_box(p, x_end[:n_domain], self.settings.state_box,
+            self._endpoints = clamp_to_box(p, x_end[0, :n_domain], self.settings.state_box,
                                            self.settings.input_scaling)
         check_finite(y, "the Feynman-Kac targets", it)
         if first and isinstance(self.value_net, SignedExpValue):
@@ -248,9 +255,61 @@ class PolicyIteration(IterativeSolver):
             shift, scale = float(y.mean()), float(y.std())
             self.value_net.out_shift.fill_(shift)
             self.value_net.out_scale.fill_(scale if scale > 0 else max(abs(shift), 1.0))
-        return y, se
+        if z:
+            check_finite(z[0], "the pathwise gradients of the targets", it)
+        with torch.no_grad():   # V_old at the end points, for the level's correction after the fit
+            v_ends = torch.zeros_like(y) if first else self._mean_over_paths(x_end)
+        return y, se, (z[0] if z else None), x_end, v_ends
 
-    def _fit(self, x: torch.Tensor, y: torch.Tensor, it: int) -> float:
+    def _mean_over_paths(self, ends: torch.Tensor) -> torch.Tensor:
+        """(paths, B, d) -> (B, 1): the current value at each state's end points, averaged over its paths."""
+        P, B, d = ends.shape
+        return self.value_net(ends.reshape(P * B, d)).reshape(P, B, 1).mean(0)
+
+    @property
+    def _level_applies(self) -> bool:
+        """Whether the value network has an additive level to correct (not the sign * exp(N) network,
+        whose scale is corrected instead)."""
+        return self.config.level_correction and not isinstance(self.value_net, SignedExpValue)
+
+    def _correct_level(self, x, y, ends, v_old_ends, mse: float) -> None:
+        """Solve the evaluation's fixed point exactly along the direction in which it converges slowest.
+
+        The targets are y = R + e^{-rho T} V_old(X_T) (less the control variate), so an error c in V_old's
+        level comes back as e^{-rho T} c: the level converges only by that factor per iteration, slowly when
+        rho T is small. With the fitted shape V_new, the level delta with mean[V_new(x) + delta] =
+        mean[R + e^{-rho T} (V_new(X_T) + delta)] over the training states is
+        delta = mean[y - V_new(x) + e^{-rho T} (V_new(X_T) - V_old(X_T))] / (1 - e^{-rho T}); V_new + delta.
+        (The fit's own mean residual, mean[y - V_new(x)], is zero for a converged least-squares fit; where
+        a fit stopped short it is added once rather than divided by 1 - e^{-rho T}, which would amplify it.)
+        Then the horizon only has to contract the errors that the closed loop does not average away
+        (:meth:`horizons`). For the sign * exp(N) value (``value_sign``) the slow direction is the scale
+        instead (a power law: e^{-rho T} E V(X_T) / V(x) = e^{-kappa T}, slow for a small consumption rate),
+        and the factor s with mean[(s V_new(x) - R - e^{-rho T} s V_new(X_T)) / V_new(x)] = 0 is solved for
+        in the same way: s = mean[R / V_new(x)] / mean[1 - e^{-rho T} V_new(X_T) / V_new(x)], V_new times s
+        (with the fit's mean relative residual likewise taken once).
+
+        The level is solved from the fitted shape, so only when the fit resolves its targets: a fit mean
+        squared error ``mse`` (in units of the targets' spread) of at most :data:`_LEVEL_FIT_MSE`; a fit that
+        stopped far short (a smoke-test budget) would have its shape's error extrapolated instead."""
+        if not self.config.level_correction or not mse <= _LEVEL_FIT_MSE:
+            return
+        first = self.iteration == 0
+        T = self.horizons()[2 if first else 0]
+        decay = math.exp(-self.problem.rho * T)
+        with torch.no_grad():
+            v_x, v_T = self.value_net(x), self._mean_over_paths(ends)
+            if isinstance(self.value_net, SignedExpValue):
+                rest = float((1.0 - decay * v_T / v_x).mean())
+                scale = (1.0 + float(((y - v_x) / v_x).mean())
+                         + decay * float(((v_T - v_old_ends) / v_x).mean()) / rest)
+                if math.isfinite(scale) and scale > 0 and rest > 0:
+                    self.value_net.net.out_shift.add_(math.log(scale))
+                return
+            delta = float((y - v_x).mean()) + decay * float((v_T - v_old_ends).mean()) / (1.0 - decay)
+            self.value_net.out_shift.add_(delta)
+
+    def _fit(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None, it: int) -> float:
         """Fit V to the targets (:func:`fit_value`), the learning rate decaying geometrically from ``value_lr``
         to ``value_lr_final`` over the budget; returns the fit's mean squared error."""
         cfg = self.config
@@ -266,7 +325,8 @@ class PolicyIteration(IterativeSolver):
         # no polish on the first fit: its targets have no control variate, and L-BFGS would fit their noise
         return fit_value(self.value_net, x, y, self.value_opt, self.settings.value_steps, self.settings.value_batch,
                          self._batch_gen, it,
-                         0 if first else self.settings.polish_steps, weights)
+                         0 if first else self.settings.polish_steps, weights, z,
+                         None if z is None else input_steps(self.problem, x, self.settings.input_scaling))
 
     def _diagnostics(self, mse: float, se: torch.Tensor, q: float, v_old, a_old) -> dict[str, float]:
         """The iteration's row: the fit, the targets' noise, the policy objective, the HJB residual, the changes
