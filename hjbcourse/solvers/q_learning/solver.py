@@ -412,11 +412,20 @@ class QLearning(IterativeSolver):
 
     def check_consistency(self, solution: QLearningSolution | None = None) -> dict[str, float]:
         """:meth:`consistency` stored in ``solution.diagnostics``, with a :class:`QLearningWarning` when the
-        transitions ask to move the policy mean by more than ``consistency_tolerance`` (and more than noise)."""
+        transitions ask to move the policy mean by more than ``consistency_tolerance`` (and more than noise),
+        or cannot locate it to within that tolerance (``resolution``)."""
         sol = self._solution if solution is None else solution
         d = sol.diagnostics = self.consistency()
         tol = self.config.consistency_tolerance
-        if d["significant"] and d["mean_shift"] > tol:
+        if d["resolution"] > tol:
+            warnings.warn(
+                f"q-learning{self._description[len(self.config.method):]}: the transitions cannot confirm the "
+                f"learned policy. On the last {d['n']:,} of them the TD error's slope in the action is so "
+                f"noisy that it locates the policy mean only to within {d['resolution']:.0%} of its size "
+                f"(tolerance {tol:.0%}; the slope it leaves asks for a move of {d['mean_shift']:.0%}). "
+                f"Heavy-tailed rewards or too few transitions; the returned policy may be far from the "
+                f"optimum.", QLearningWarning, stacklevel=3)
+        elif d["significant"] and d["mean_shift"] > tol:
             warnings.warn(
                 f"q-learning{self._description[len(self.config.method):]}: the learned q does not fit the "
                 f"transitions. On the last {d['n']:,} of them the TD error still depends on the action "
@@ -438,7 +447,9 @@ class QLearning(IterativeSolver):
         transitions ask for: ``mean_shift`` is its root mean square over the states relative to that of m(x)
         (plus a tenth of the behaviour's noise, so that a mean near zero does not divide by zero);
         ``chi2`` (Wald's statistic of the slope coefficients, ``dof`` of them) says whether it is more than
-        noise (``significant``: beyond dof + 6 sqrt(2 dof))."""
+        noise (``significant``: beyond dof + 6 sqrt(2 dof)); ``resolution`` is the ``mean_shift`` that the
+        slope's noise alone gives (the root mean square over draws of its estimated covariance): the
+        precision to which these transitions locate the mean."""
         buf = self.buffer
         n = min(n, len(buf))
         idx = (buf._next - 1 - torch.arange(n, device=buf.x.device)) % buf.capacity
@@ -475,7 +486,17 @@ class QLearning(IterativeSolver):
         step = torch.linalg.solve_triangular(M.transpose(-1, -2), w, upper=True).squeeze(-1)
         size = float(m.pow(2).sum(-1).mean().sqrt()) + 0.1 * float(self.std0.mean())
         shift = float(step.pow(2).sum(-1).mean().sqrt()) / size
-        return {"n": n, "chi2": chi2, "dof": dof, "mean_shift": shift,
+        # the same move computed from the slope's noise alone (draws of N(0, C)): what the data cannot resolve
+        g = torch.Generator(device="cpu").manual_seed(0)
+        draws = torch.randn(64, dof, generator=g, dtype=torch.float64).to(C.device)
+        noise = draws @ torch.linalg.cholesky(C + 1e-300 * torch.eye(dof, dtype=C.dtype, device=C.device)).T
+        sub = torch.arange(0, n, max(1, n // 2000), device=x.device)
+        s_noise = torch.einsum("bkj,nj->bnk", noise.reshape(64, k, -1), phi[sub])      # (64, n', k)
+        Ms = M[sub].unsqueeze(0).expand(64, -1, -1, -1)
+        w = torch.linalg.solve_triangular(Ms, s_noise.unsqueeze(-1), upper=False)
+        st = torch.linalg.solve_triangular(Ms.transpose(-1, -2), w, upper=True).squeeze(-1)
+        resolution = float(st.pow(2).sum(-1).mean().sqrt()) / size
+        return {"n": n, "chi2": chi2, "dof": dof, "mean_shift": shift, "resolution": resolution,
                 "significant": chi2 > dof + 6 * math.sqrt(2 * dof)}
 
     def solution(self) -> QLearningSolution:
