@@ -65,9 +65,9 @@ class PolicyIterationConfig(SolverConfig):
     the value is fitted to both (a Sobolev fit, :func:`~.evaluation.fit_value`), since the greedy policy
     reads grad V. None (the default): on with the greedy policy, off with the actor (measured on the suite's
     Merton problems: better pi for gamma >= 2, but for gamma < 1 the labels inherit the lognormal tail of
-    wealth over the horizon 1 / rho and the fit diverges). ``level_correction`` (default on) solves the evaluation's fixed point exactly
-    along its slowest direction after each fit: the value's additive level (its scale, for the
-    ``value_sign`` network), which otherwise converges only by e^{-rho T} per iteration.
+    wealth over the horizon 1 / rho and the fit diverges). ``level_correction`` (default on) solves the
+    evaluation's fixed point exactly along its slowest direction after each fit, the value's additive level,
+    which otherwise converges only by e^{-rho T} per iteration (not for the ``value_sign`` network).
 
     ``"auto"`` choices (the defaults) are read off the problem when the solver starts
     (:func:`~hjbcourse.solvers.policy_iteration.scales.resolve_settings`): the improvement (greedy where it is
