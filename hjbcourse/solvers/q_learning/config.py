@@ -153,7 +153,7 @@ class QLearningConfig(SolverConfig):
 
     @property
     def precision_kind(self) -> str:
-        """``precision``, or its default when None: ``"state"`` with a network mean, else ``"diagonal"``."""
+        """``precision``, or its default when None: ``"full"`` with a network mean, else ``"diagonal"``."""
         if self.precision is not None:
             return self.precision
         return "full" if self.mean == "mlp" else "diagonal"
