@@ -2,7 +2,6 @@
 and the least-squares fit of the value network to them."""
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Callable
 
@@ -54,7 +53,7 @@ def _control_variate(problem, value, sim, dW, dt, stride, generator, keep_graph=
     h = lengths.repeat_interleave(P).unsqueeze(-1)                                  # (n_cv P, 1)
     lo, hi = problem.domain
     spacing = 1e-2 * float((hi - lo).min()) / 2                                     # 1% of the domain's half-width
-    with contextlib.nullcontext() if keep_graph else torch.no_grad():
+    with torch.set_grad_enabled(keep_graph):
         S = problem.diffusion(flat_x, flat_a)                                       # (n_cv P, d, m)
         w = blocks.reshape(-1, m)
         if m == 1:
@@ -139,7 +138,7 @@ def rollout_targets(problem: ControlProblem, policy: Callable, value: Callable |
 
     With ``return_endpoints`` also the end points X_T of every path, (paths_per_state, B, d). With
     ``return_gradients`` also the pathwise derivatives of the targets, (B, d), averaged over each state's
-    paths: estimates of grad V^pi(x) (see :func:`_simulate_with_gradients`), labels for the value's gradient.
+    paths: estimates of grad V^pi(x) (see :func:`_targets_with_gradients`), labels for the value's gradient.
 
     y(x) is the mean over ``paths_per_state`` paths of int_0^T e^{-rho t} r dt + e^{-rho T} value(X_T) minus
     the zero-mean control variate of eq. (ch04-cv): over blocks of ``cv_stride`` steps, the first- and
@@ -258,15 +257,17 @@ def fit_value(value: MLP, x: torch.Tensor, y: torch.Tensor, optimizer: torch.opt
             loss.backward()
             return loss
 
-        before = float(sq().detach())
+        with torch.no_grad():    # sq() enables autograd itself where the gradient labels need it
+            before = float(sq())
         saved = [p.detach().clone() for p in value.parameters()]
         lbfgs.step(closure)
-        after = float(sq().detach())
-        if not after <= before:  # a failed line search (or NaN): keep the Adam fit
-            with torch.no_grad():
+        with torch.no_grad():
+            after = float(sq())
+            if not after <= before:  # a failed line search (or NaN): keep the Adam fit
                 for p, s in zip(value.parameters(), saved):
                     p.copy_(s)
-    mse = float(sq().detach())
+    with torch.no_grad():
+        mse = float(sq())
     check_finite(mse, "the value-fit loss", iteration)
     return mse
 

@@ -259,23 +259,21 @@ class GreedyPolicy:
             return self(x)
         xl = x.detach().requires_grad_(True)
         (gv,) = torch.autograd.grad(self.value(xl).sum(), xl, create_graph=True)
+        a = self.problem.clip_action(self._newton(xl, gv, keep_graph=True))
         k = self.problem.action_dim
-        a0 = torch.zeros(x.shape[0], k, dtype=x.dtype, device=x.device, requires_grad=True)
-        (g,) = torch.autograd.grad(self._h(xl, gv, a0), a0, create_graph=True)
-        H = torch.stack([torch.autograd.grad(g[:, j].sum(), a0, create_graph=True, allow_unused=True)[0]
-                         for j in range(k)], dim=1)
-        a = self.problem.clip_action(-torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1))
         J = torch.stack([torch.autograd.grad(a[:, j].sum(), xl, retain_graph=j < k - 1)[0] for j in range(k)],
                         dim=1)                                          # (B, k, d)
         return a.detach() + (J.detach() @ (x - xl.detach()).unsqueeze(-1)).squeeze(-1)
 
-    def _newton(self, x, gv):
+    def _newton(self, x, gv, keep_graph: bool = False):
+        """The Newton step -H^{-1} g from a = 0; with ``keep_graph`` a differentiable function of x and gv."""
         k = self.problem.action_dim
         a0 = torch.zeros(x.shape[0], k, dtype=x.dtype, device=x.device, requires_grad=True)
         (g,) = torch.autograd.grad(self._h(x, gv, a0), a0, create_graph=True)
-        rows = [torch.autograd.grad(g[:, j].sum(), a0, retain_graph=j < k - 1)[0] for j in range(k)]
+        rows = [torch.autograd.grad(g[:, j].sum(), a0, retain_graph=keep_graph or j < k - 1,
+                                    create_graph=keep_graph, allow_unused=keep_graph)[0] for j in range(k)]
         H = torch.stack(rows, dim=1)                                     # (B, k, k), negative definite
-        sol, info = torch.linalg.solve_ex(H, g.detach().unsqueeze(-1))
+        sol, info = torch.linalg.solve_ex(H, (g if keep_graph else g.detach()).unsqueeze(-1))
         if bool((info != 0).any()):
             raise ValueError("policy='greedy' needs a reward strictly concave in the action (an invertible "
                              "quadratic action cost); this problem's Hamiltonian is singular in a: use policy='actor'")

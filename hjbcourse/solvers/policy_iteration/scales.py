@@ -15,7 +15,7 @@ from ...problems import ControlProblem
 from ...runtime import make_generator
 from .networks import GreedyPolicy
 
-__all__ = ["Settings", "resolve_settings", "check_hamiltonian_has_maximum", "greedy_applies", "LinearFeedback", "linearised_feedback", "closed_loop_rate", "best_constant_action"]
+__all__ = ["Settings", "resolve_settings", "check_hamiltonian_has_maximum", "greedy_applies", "LinearFeedback", "linearised_feedback", "closed_loop_rate", "closed_loop_rates", "best_constant_action"]
 
 
 def greedy_applies(problem: ControlProblem, n: int = 64) -> bool:
@@ -78,11 +78,11 @@ def linearised_feedback(problem: ControlProblem) -> LinearFeedback | None:
     return LinearFeedback(problem, K, x_c, a_c)
 
 
-def closed_loop_rate(problem: ControlProblem, policy, x: torch.Tensor, slowest: bool = False):
-    """The fastest rate of the closed loop dX = f(X, policy(X)) dt around the states ``x``: the largest
-    modulus of an eigenvalue of the Jacobian of x -> f(x, policy(x)) (by central differences), over them.
-    With ``slowest`` also its slowest decay rate: the median over the states of min(-Re eigenvalue), 0 where
-    that is not positive (a loop that does not contract everywhere along the way)."""
+def closed_loop_rates(problem: ControlProblem, policy, x: torch.Tensor) -> tuple[float, float]:
+    """(fastest, slowest decay) of the closed loop dX = f(X, policy(X)) dt around the states ``x``, from the
+    eigenvalues of the Jacobian of x -> f(x, policy(x)) (by central differences): the largest modulus over
+    the states (0 where undefined), and the median over the states of min(-Re eigenvalue), 0 where that is
+    not positive (a loop that does not contract everywhere along the way)."""
     B, d = x.shape
     lo, hi = problem.domain
     h = 1e-3 * float((hi - lo).min())
@@ -93,11 +93,16 @@ def closed_loop_rate(problem: ControlProblem, policy, x: torch.Tensor, slowest: 
     J = ((f[:, 0] - f[:, 1]) / (2 * h)).transpose(-1, -2)          # (B, d, d): J[b, i, j] = df_i / dx_j
     eig = torch.linalg.eigvals(J.double().cpu())
     rate = float(eig.abs().max())
-    rate = rate if rate == rate else 0.0                           # NaN (a policy undefined there): no cap
-    if not slowest:
-        return rate
     slow = float((-eig.real).min(-1).values.median())
-    return rate, (slow if slow > 0 else 0.0)
+    return (rate if rate == rate else 0.0,                         # NaN (a policy undefined there): no cap
+            slow if slow > 0 else 0.0)
+
+
+def closed_loop_rate(problem: ControlProblem, policy, x: torch.Tensor) -> float:
+    """The fastest rate of the closed loop dX = f(X, policy(X)) dt around the states ``x``: the largest
+    modulus of an eigenvalue of the Jacobian of x -> f(x, policy(x)) (by central differences), over them
+    (:func:`closed_loop_rates`)."""
+    return closed_loop_rates(problem, policy, x)[0]
 
 
 def _candidates(low: float, high: float) -> list[float]:

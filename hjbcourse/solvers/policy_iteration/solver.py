@@ -21,7 +21,7 @@ from .evaluation import fit_value, relative_weights, rollout_targets
 from .improvement import greedy_objective, improve_policy
 from .networks import (GreedyPolicy, SignedExpValue, clamp_to_box, evaluation_states, make_policy_network,
                        make_value_network, input_steps, set_constant_action, training_states)
-from .scales import closed_loop_rate, linearised_feedback, resolve_settings
+from .scales import closed_loop_rates, linearised_feedback, resolve_settings
 
 #: the time step is at most this fraction of the closed loop's fastest time scale 1 / rate
 _STEP_PER_RATE = 0.2
@@ -132,9 +132,9 @@ class PolicyIteration(IterativeSolver):
             GreedyPolicy(problem, self.value_net).check(
                 problem.sample_states(64, make_generator(0, "cpu"), dtype=torch.float64))
         self._initial = self._initial_policy(st.greedy)
-        self._rate, self._slow_rate = closed_loop_rate(
+        self._rate, self._slow_rate = closed_loop_rates(
             problem, self._policy(fitted=False),
-            problem.sample_states(256, make_generator(0, "cpu"), dtype=dtype, device=device), slowest=True)
+            problem.sample_states(256, make_generator(0, "cpu"), dtype=dtype, device=device))
 
     def _initial_policy(self, greedy: bool):
         """The first policy of the greedy solver: the linearisation's LQR feedback (``initial_policy``
@@ -257,8 +257,10 @@ class PolicyIteration(IterativeSolver):
             self.value_net.out_scale.fill_(scale if scale > 0 else max(abs(shift), 1.0))
         if z:
             check_finite(z[0], "the pathwise gradients of the targets", it)
-        with torch.no_grad():   # V_old at the end points, for the level's correction after the fit
-            v_ends = torch.zeros_like(y) if first else self._mean_over_paths(x_end)
+        v_ends = None
+        if self._level_applies:  # V_old at the end points, for the level's correction after the fit
+            with torch.no_grad():
+                v_ends = torch.zeros_like(y) if first else self._mean_over_paths(x_end)
         return y, se, (z[0] if z else None), x_end, v_ends
 
     def _mean_over_paths(self, ends: torch.Tensor) -> torch.Tensor:
