@@ -23,6 +23,12 @@ from .replay import ReplayBuffer
 __all__ = ["QLearning", "QLearningSolution", "QLearningWarning"]
 
 
+def _precision_solve(M: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """(..., k, k) lower-triangular M, (..., k) s -> Lam^{-1} s = M^{-T} M^{-1} s (Lam = M M')."""
+    w = torch.linalg.solve_triangular(M, s.unsqueeze(-1), upper=False)
+    return torch.linalg.solve_triangular(M.transpose(-1, -2), w, upper=True).squeeze(-1)
+
+
 class QLearningWarning(RuntimeWarning):
     """A q-learning run ended with a q-function the transitions contradict (:meth:`QLearning.consistency`)."""
 
@@ -237,7 +243,7 @@ class QLearning(IterativeSolver):
         self._avg = [p.detach().clone() for p in self._avg_params]
         self._avg_horizon = max(1.0, share * n_updates)
         self._avg_start = n_updates - self._avg_horizon
-        factor = _cosine(self.n_env_steps * cfg.n_updates, cfg.final_lr_factor)
+        factor = _cosine(n_updates, cfg.final_lr_factor)
         self.scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor)
                        for o in (self.opt, self.opt_actor) if o is not None]
 
@@ -452,9 +458,10 @@ class QLearning(IterativeSolver):
         precision to which these transitions locate the mean."""
         buf = self.buffer
         n = min(n, len(buf))
-        idx = (buf._next - 1 - torch.arange(n, device=buf.x.device)) % buf.capacity
         if buf.size < buf.capacity:
             idx = torch.arange(buf.size - n, buf.size, device=buf.x.device)
+        else:
+            idx = (buf._next - 1 - torch.arange(n, device=buf.x.device)) % buf.capacity
         x, u, r, x2 = buf.x[idx], buf.a[idx], buf.r[idx], buf.x2[idx]
         dt, rho = float(self.env.dt), float(self.env.rho)
         y, m, shift_basis = [], [], []
@@ -481,9 +488,7 @@ class QLearning(IterativeSolver):
         dof = b.numel()
         k = e.shape[1]
         slope = (b.reshape(k, -1) @ phi.T).T                                            # (n, k)
-        # Lam^{-1} s = M^{-T} M^{-1} s
-        w = torch.linalg.solve_triangular(M, slope.unsqueeze(-1), upper=False)
-        step = torch.linalg.solve_triangular(M.transpose(-1, -2), w, upper=True).squeeze(-1)
+        step = _precision_solve(M, slope)
         size = float(m.pow(2).sum(-1).mean().sqrt()) + 0.1 * float(self.std0.mean())
         shift = float(step.pow(2).sum(-1).mean().sqrt()) / size
         # the same move computed from the slope's noise alone (draws of N(0, C)): what the data cannot resolve
@@ -493,8 +498,7 @@ class QLearning(IterativeSolver):
         sub = torch.arange(0, n, max(1, n // 2000), device=x.device)
         s_noise = torch.einsum("bkj,nj->bnk", noise.reshape(64, k, -1), phi[sub])      # (64, n', k)
         Ms = M[sub].unsqueeze(0).expand(64, -1, -1, -1)
-        w = torch.linalg.solve_triangular(Ms, s_noise.unsqueeze(-1), upper=False)
-        st = torch.linalg.solve_triangular(Ms.transpose(-1, -2), w, upper=True).squeeze(-1)
+        st = _precision_solve(Ms, s_noise)
         resolution = float(st.pow(2).sum(-1).mean().sqrt()) / size
         return {"n": n, "chi2": chi2, "dof": dof, "mean_shift": shift, "resolution": resolution,
                 "significant": chi2 > dof + 6 * math.sqrt(2 * dof)}
