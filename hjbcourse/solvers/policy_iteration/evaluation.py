@@ -213,8 +213,11 @@ def fit_value(value: MLP, x: torch.Tensor, y: torch.Tensor, optimizer: torch.opt
     the end, in the same units. ``weights`` (B, 1), e.g. :func:`relative_weights`, weight the squared errors
     (and the returned mean). With ``grad_targets`` z (B, d), labels for grad V (the pathwise derivatives of
     :func:`rollout_targets`), each squared error gains the gradient's, measured in the networks' input
-    units: |(grad V(x) - z) * grad_steps|^2 / d, ``grad_steps`` (B, d) from :func:`input_steps` (a Sobolev
-    fit: the greedy policy reads grad V, and its labels are far less noisy than the values'). Raises
+    units: |(grad V(x) - z) * grad_steps|^2, ``grad_steps`` (B, d) from :func:`input_steps` (a Sobolev fit:
+    the greedy policy reads grad V, and its labels are far less noisy than the values'). Each of the d
+    components counts as much as the value (their sum, not their mean: averaged, a 10-D gradient weighed a
+    tenth as much per component, and the policy of the suite's 10-D problems was 1.5 times further off,
+    benchmarks/README.md). Raises
     ``DivergenceError`` on NaN/inf.
     """
     B = x.shape[0]
@@ -235,7 +238,7 @@ def fit_value(value: MLP, x: torch.Tensor, y: torch.Tensor, optimizer: torch.opt
                 (gv,) = torch.autograd.grad(v.sum(), xg, create_graph=True)
             zi = z_all if idx is None else z_all[idx]
             hi = h_all if idx is None else h_all[idx]
-            r2 = (v - yi).pow(2) + ((gv - zi) * hi).pow(2).mean(-1, keepdim=True)
+            r2 = (v - yi).pow(2) + ((gv - zi) * hi).pow(2).sum(-1, keepdim=True)
         if w_all is not None:
             r2 = r2 * (w_all if idx is None else w_all[idx])
         return r2.mean() / scale2
