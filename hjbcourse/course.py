@@ -44,7 +44,7 @@ _QUICK_BUDGET = {name: getattr(PolicyIterationConfig, name) for name in PolicyIt
 # not reach chapter 6's. benchmarks/README.md, "Neural policy iteration on the problem suite".
 _TAUGHT = {"policy": "actor", "initial_policy": "constant", "initial_sweeps": 1, "polish_steps": 0,
            "initial_paths_per_state": None, "adapt_dt": False, "input_scaling": "affine", "value_fit": "absolute",
-           "gradient_labels": False, "level_correction": False, "cv_stride": 2}
+           "gradient_labels": False, "level_correction": False, "cv_stride": 2, "training_region": 1.0}
 _CHAPTER_SETTINGS = {
     "lqr": {"quick": _TAUGHT, "full": _TAUGHT},
     "lqr10": {"quick": {**_TAUGHT, "n_states": 2048, "iterations": 8, "polish_steps": 100},

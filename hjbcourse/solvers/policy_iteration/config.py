@@ -82,6 +82,13 @@ class PolicyIterationConfig(SolverConfig):
     the value continues to first order along its slope at the box's face, instead of extrapolating freely
     where no state was trained.
 
+    Training states are ``problem.sample_states`` stretched ``training_region`` times about the domain's
+    centre, and the networks' inputs map that region to [-1, 1]^d (the states the errors are scored on stay
+    the domain's). None (the default): read off the first policy for affine inputs, as the 95% quantile of how
+    far its paths end from the centre after the first evaluation's horizon, in half-widths of the domain
+    (at least 1, at most 4: :func:`~hjbcourse.solvers.policy_iteration.scales.training_region`), so that V is
+    fitted where the evaluations read it; 1 for log inputs, whose ``state_box`` does that.
+
     Fitting: ``value_steps`` Adam steps on minibatches of ``value_batch`` per iteration, the learning rate
     decaying geometrically from ``value_lr`` to ``value_lr_final`` over the budget, then ``polish_steps``
     full-batch L-BFGS steps (None: 500 with the greedy policy, which reads grad V directly, 0 with the actor).
@@ -133,6 +140,7 @@ class PolicyIterationConfig(SolverConfig):
     input_scaling: str = "auto"
     replay_fraction: float = 0.25
     state_box: float | None = None
+    training_region: float | None = None
     value_steps: int = 300
     value_batch: int = 512
     value_lr: float = 3e-3
@@ -179,9 +187,11 @@ class PolicyIterationConfig(SolverConfig):
             raise ValueError(f"initial_paths_per_state must be None or a positive integer (even when antithetic), "
                              f"got {ipp!r}")
         self._check_positive_numbers("horizon", "initial_horizon", "initial_dt", allow_none=True)
-        if self.state_box is not None and not (isinstance(self.state_box, (int, float))
-                                                and math.isfinite(self.state_box) and self.state_box >= 1):
-            raise ValueError(f"state_box must be a number >= 1 or None, got {self.state_box!r}")
+        for name in ("state_box", "training_region"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                      and math.isfinite(v) and v >= 1):
+                raise ValueError(f"{name} must be a number >= 1 or None, got {v!r}")
         # replayed states are drawn without repetition from the end points of the domain states' paths, one
         # per domain state, so at most half the states can be replayed
         if isinstance(self.replay_fraction, bool) or not (isinstance(self.replay_fraction, (int, float))

@@ -97,11 +97,20 @@ class MappedInputMLP(nn.Module):
         return out.index_add(0, rows, slope * length)
 
 
+def _region_bounds(problem: ControlProblem, region: float = 1.0):
+    """(low, high): ``problem.domain`` enlarged ``region`` times about its centre."""
+    lo, hi = problem.domain
+    if region == 1.0:
+        return lo, hi
+    c, h = (lo + hi) / 2, (hi - lo) / 2
+    return c - region * h, c + region * h
+
+
 def _input_net(problem: ControlProblem, out_dim: int, width: int, depth: int, activation: str,
-               input_scaling: str, box: float | None, extrapolate: bool = False) -> nn.Module:
+               input_scaling: str, box: float | None, extrapolate: bool = False, region: float = 1.0) -> nn.Module:
     if input_scaling not in INPUT_SCALINGS:
         raise ValueError(f"input_scaling must be one of {INPUT_SCALINGS}, got {input_scaling!r}")
-    lo, hi = problem.domain
+    lo, hi = _region_bounds(problem, region)
     if input_scaling == "affine" and box is None:  # the plain MLP keeps its forward-Laplacian pass
         return MLP(problem.state_dim, out_dim, width=width, depth=depth, activation=activation, in_low=lo,
                    in_high=hi)
@@ -159,17 +168,19 @@ class SignedExpValue(nn.Module):
 
 def make_value_network(problem: ControlProblem, width: int = 64, depth: int = 3, activation: str = "tanh",
                        dtype=torch.float32, device="cpu", input_scaling: str = "affine",
-                       box: float | None = None, sign: int | None = None) -> nn.Module:
+                       box: float | None = None, sign: int | None = None, region: float = 1.0) -> nn.Module:
     """(B, d) -> (B, 1): an MLP whose inputs are scaled so that ``problem.domain`` maps to [-1, 1]^d:
     affinely (``input_scaling="affine"``), or affinely in log x (``"log"``, for a domain of positive states);
     with ``box`` the network is read inside [-box, box]^d only and continued to first order beyond it, along
     its slope at the box's face (a :class:`MappedInputMLP` with ``extrapolate=True``). With ``sign`` (-1 or 1)
-    the value is ``sign * exp(N(x))`` with N that network (a :class:`SignedExpValue`).
+    the value is ``sign * exp(N(x))`` with N that network (a :class:`SignedExpValue`). ``region`` (>= 1)
+    maps the domain enlarged that many times about its centre to [-1, 1]^d instead (the training region,
+    :func:`training_states`).
 
     The output scale and shift start at 1 and 0; the solver sets them from the first targets, so the
     network works in units of the value's spread whatever the problem's magnitude.
     """
-    net = _input_net(problem, 1, width, depth, activation, input_scaling, box, extrapolate=True)
+    net = _input_net(problem, 1, width, depth, activation, input_scaling, box, extrapolate=True, region=region)
     if sign is not None:
         net = SignedExpValue(net, sign)
     return net.to(dtype=dtype, device=device)
@@ -183,9 +194,10 @@ class PolicyNetwork(nn.Module):
     """
 
     def __init__(self, problem: ControlProblem, width: int = 64, depth: int = 2, activation: str = "tanh",
-                 input_scaling: str = "affine", box: float | None = None):
+                 input_scaling: str = "affine", box: float | None = None, region: float = 1.0):
         super().__init__()
-        self.net = _input_net(problem, problem.action_dim, width, depth, activation, input_scaling, box)
+        self.net = _input_net(problem, problem.action_dim, width, depth, activation, input_scaling, box,
+                              region=region)
         nn.init.zeros_(self.net.out.weight)
         nn.init.zeros_(self.net.out.bias)
         self.register_buffer("action_low", problem.action_low.clone().float())
@@ -220,10 +232,11 @@ def set_constant_action(policy: PolicyNetwork, problem: ControlProblem, action) 
 
 def make_policy_network(problem: ControlProblem, width: int = 64, depth: int = 2, activation: str = "tanh",
                         dtype=torch.float32, device="cpu", input_scaling: str = "affine",
-                        box: float | None = None) -> PolicyNetwork:
-    """(B, d) -> (B, k): a :class:`PolicyNetwork` for ``problem`` on ``device`` (``input_scaling`` and ``box``
-    as in :func:`make_value_network`)."""
-    return PolicyNetwork(problem, width, depth, activation, input_scaling, box).to(dtype=dtype, device=device)
+                        box: float | None = None, region: float = 1.0) -> PolicyNetwork:
+    """(B, d) -> (B, k): a :class:`PolicyNetwork` for ``problem`` on ``device`` (``input_scaling``, ``box``
+    and ``region`` as in :func:`make_value_network`)."""
+    return PolicyNetwork(problem, width, depth, activation, input_scaling, box, region).to(dtype=dtype,
+                                                                                          device=device)
 
 
 class GreedyPolicy:
@@ -326,10 +339,17 @@ def clamp_to_box(problem: ControlProblem, x: torch.Tensor, box: float | None, in
 
 
 def training_states(problem: ControlProblem, n: int, generator: torch.Generator, dtype=torch.float32,
-                    device="cpu") -> torch.Tensor:
+                    device="cpu", region: float = 1.0) -> torch.Tensor:
     """(n, d): training states from ``problem.sample_states`` (which for the LQR puts half of them near the
-    origin, so that the region the optimal paths visit is covered in every dimension)."""
-    return problem.sample_states(n, generator, dtype=dtype, device=device)
+    origin, so that the region the optimal paths visit is covered in every dimension), stretched ``region``
+    (>= 1) times about the domain's centre: the region where the paths go when they leave the domain
+    (:func:`~.scales.training_region`)."""
+    x = problem.sample_states(n, generator, dtype=dtype, device=device)
+    if region == 1.0:
+        return x
+    lo, hi = (t.to(dtype=x.dtype, device=x.device) for t in problem.domain)
+    c = (lo + hi) / 2
+    return c + region * (x - c)
 
 
 def evaluation_states(problem: ControlProblem, n: int = 2048, seed: int = 12345, dtype=torch.float32,

@@ -15,7 +15,10 @@ from ...problems import ControlProblem
 from ...runtime import make_generator
 from .networks import GreedyPolicy
 
-__all__ = ["Settings", "resolve_settings", "check_hamiltonian_has_maximum", "greedy_applies", "LinearFeedback", "linearised_feedback", "closed_loop_rate", "closed_loop_rates", "best_constant_action"]
+__all__ = ["Settings", "resolve_settings", "check_hamiltonian_has_maximum", "greedy_applies", "LinearFeedback", "linearised_feedback", "closed_loop_rate", "closed_loop_rates", "best_constant_action", "training_region", "MAX_TRAINING_REGION"]
+
+#: the training region is at most this many times the domain (about its centre), like the log inputs' state box
+MAX_TRAINING_REGION = 4.0
 
 
 def greedy_applies(problem: ControlProblem, n: int = 64) -> bool:
@@ -103,6 +106,39 @@ def closed_loop_rate(problem: ControlProblem, policy, x: torch.Tensor) -> float:
     modulus of an eigenvalue of the Jacobian of x -> f(x, policy(x)) (by central differences), over them
     (:func:`closed_loop_rates`)."""
     return closed_loop_rates(problem, policy, x)[0]
+
+
+def training_region(problem: ControlProblem, policy, horizon: float, dt: float, scheme: str,
+                    generator: torch.Generator, n: int = 256, dtype=torch.float32, device="cpu") -> float:
+    """How many times the domain (about its centre) the training states must span so that they hold where
+    ``policy``'s paths go: the paths from ``n`` states of ``problem.sample_states`` are simulated over
+    ``horizon``, and the 95% quantile of |X_T - c| / h in each coordinate (c the domain's centre, h its
+    half-width) is taken, then the largest over the coordinates. At least 1 (a closed loop that keeps its
+    paths in the domain leaves the training states as they are), at most :data:`MAX_TRAINING_REGION` and
+    within the problem's ``state_space``.
+
+    Why: every evaluation reads V at the end points of its paths (the bootstrap). Where the closed loop
+    does not contract (an unstable open loop whose discounted optimum is not stabilising: the value is
+    finite only because of the discount), the paths leave the domain and V is read where no state was
+    fitted, a bias the iterations do not remove (benchmarks/README.md, lqr7 and lqr15)."""
+    from ...sde import simulate
+
+    x0 = problem.sample_states(n, generator, dtype=dtype, device=device)
+    with torch.no_grad():
+        x_T = simulate(problem, policy, x0, horizon, dt, scheme=scheme, generator=generator).x_T
+    lo, hi = (t.to(dtype=x_T.dtype, device=x_T.device) for t in problem.domain)
+    c, h = (lo + hi) / 2, (hi - lo) / 2
+    u = ((x_T - c) / h).abs()
+    u = torch.where(torch.isfinite(u), u, torch.full_like(u, math.inf))
+    extent = float(torch.quantile(u.double().cpu(), 0.95, dim=0).max())
+    region = min(max(1.0, extent if extent == extent else MAX_TRAINING_REGION), MAX_TRAINING_REGION)
+    s_lo, s_hi = problem.state_space                  # the stretched domain stays inside the state space
+    for c_i, h_i in zip(c.tolist(), h.tolist()):
+        if math.isfinite(s_lo):
+            region = min(region, (c_i - s_lo) / h_i)
+        if math.isfinite(s_hi):
+            region = min(region, (s_hi - c_i) / h_i)
+    return max(1.0, region)
 
 
 def _candidates(low: float, high: float) -> list[float]:

@@ -11,7 +11,7 @@ import torch
 
 from ...generator import hjb_residual_norm
 from ...metrics import relative_l2
-from ...problems import ControlProblem
+from ...problems import ControlProblem, squash_to_bounds
 from ...runtime import _forked_rng, make_generator
 from ...sde import simulate
 from ...training import check_finite
@@ -21,7 +21,7 @@ from .evaluation import fit_value, relative_weights, rollout_targets
 from .improvement import greedy_objective, improve_policy
 from .networks import (GreedyPolicy, SignedExpValue, clamp_to_box, evaluation_states, make_policy_network,
                        make_value_network, input_steps, set_constant_action, training_states)
-from .scales import closed_loop_rates, linearised_feedback, resolve_settings
+from .scales import closed_loop_rates, linearised_feedback, resolve_settings, training_region
 
 #: the time step is at most this fraction of the closed loop's fastest time scale 1 / rate
 _STEP_PER_RATE = 0.2
@@ -104,14 +104,25 @@ class PolicyIteration(IterativeSolver):
         self.problem = problem
         dtype, device = config.torch_dtype, config.torch_device
         self.settings = st = resolve_settings(problem, config)
+        if config.policy == "greedy":
+            GreedyPolicy(problem, lambda z: z.sum(-1, keepdim=True) * 0.0).check(
+                problem.sample_states(64, make_generator(0, "cpu"), dtype=torch.float64))
+        # the first policy, its closed loop's rates (which set the steps and horizons) and where its paths go
+        # (the training region), all before the networks, which are scaled to that region
+        self._initial = self._initial_policy(st.greedy)
+        first = self._first_policy()
+        self._rate, self._slow_rate = closed_loop_rates(
+            problem, first, problem.sample_states(256, make_generator(0, "cpu"), dtype=dtype, device=device))
+        self.region = self._training_region(first)
         with _forked_rng(config.seed, device):  # seeded initialisation, the caller's generators left alone
             self.value_net = make_value_network(problem, config.value_width, config.value_depth, config.activation,
-                                                dtype, device, st.input_scaling, st.state_box, st.value_sign)
+                                                dtype, device, st.input_scaling, st.state_box, st.value_sign,
+                                                self.region)
             self.policy_net = None
             if not st.greedy:
                 self.policy_net = make_policy_network(problem, config.policy_width, config.policy_depth,
                                                       config.activation, dtype, device, st.input_scaling,
-                                                      st.state_box)
+                                                      st.state_box, self.region)
         if self.policy_net is not None and st.initial_action is not None:
             set_constant_action(self.policy_net, problem, st.initial_action)
         self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
@@ -128,13 +139,30 @@ class PolicyIteration(IterativeSolver):
             self._exact = problem.exact()
         except NotImplementedError:
             pass
-        if config.policy == "greedy":
-            GreedyPolicy(problem, self.value_net).check(
-                problem.sample_states(64, make_generator(0, "cpu"), dtype=torch.float64))
-        self._initial = self._initial_policy(st.greedy)
-        self._rate, self._slow_rate = closed_loop_rates(
-            problem, self._policy(fitted=False),
-            problem.sample_states(256, make_generator(0, "cpu"), dtype=dtype, device=device))
+
+    def _first_policy(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The first policy before the networks exist: the greedy solver's (:meth:`_policy`), or the actor's
+        constant first action (``initial_action``, else the squash of 0 into the action box)."""
+        if self.settings.greedy:
+            return self._initial or GreedyPolicy(self.problem, lambda x: x.sum(-1, keepdim=True) * 0.0)
+        p = self.problem
+        a = (torch.tensor(self.settings.initial_action, dtype=torch.float64) if self.settings.initial_action
+             is not None else squash_to_bounds(torch.zeros(1, p.action_dim, dtype=torch.float64), p.action_low,
+                                               p.action_high).reshape(-1))
+        return lambda x: a.to(x).expand(x.shape[0], p.action_dim)
+
+    def _training_region(self, first) -> float:
+        """``training_region`` when set; else read off the first policy's paths over the first evaluation's
+        horizon (:func:`~.scales.training_region`) for affine inputs, 1 for log inputs (whose state box
+        plays that part)."""
+        cfg, st = self.config, self.settings
+        if cfg.training_region is not None:
+            return float(cfg.training_region)
+        if st.input_scaling != "affine":
+            return 1.0
+        _, _, T0, dt0 = self.horizons()
+        return training_region(self.problem, first, T0, dt0, cfg.scheme, make_generator(cfg.seed + 4, "cpu"),
+                               dtype=cfg.torch_dtype, device=cfg.torch_device)
 
     def _initial_policy(self, greedy: bool):
         """The first policy of the greedy solver: the linearisation's LQR feedback (``initial_policy``
@@ -221,12 +249,12 @@ class PolicyIteration(IterativeSolver):
         cfg, p = self.config, self.problem
         dtype, device = cfg.torch_dtype, cfg.torch_device
         n_replay = int(round(cfg.replay_fraction * cfg.n_states))
-        x_dom = training_states(p, cfg.n_states - n_replay, self._state_gen, dtype, device)
+        x_dom = training_states(p, cfg.n_states - n_replay, self._state_gen, dtype, device, self.region)
         if not n_replay:
             return x_dom, x_dom.shape[0]
         if self._endpoints is None:  # pilot: where the initial policy's paths end after one horizon
             T, dt, _, _ = self.horizons()
-            pilot = training_states(p, n_replay, self._state_gen, dtype, device)
+            pilot = training_states(p, n_replay, self._state_gen, dtype, device, self.region)
             with torch.no_grad():
                 x_T = simulate(p, policy, pilot, T, dt, scheme=cfg.scheme, generator=self._noise_gen).x_T
             self._endpoints = clamp_to_box(p, x_T, self.settings.state_box, self.settings.input_scaling)
@@ -274,7 +302,7 @@ class PolicyIteration(IterativeSolver):
         level (not the sign * exp(N) network of ``value_sign``: solving its scale the same way, measured on the
         suite's Merton problems, helped gamma = 5 and hurt gamma = 3, and turned a divergence at gamma = 0.5
         into a silently wrong answer, so it is not done)."""
-        return self.config.level_correction and not isinstance(self.value_net, SignedExpValue)
+        return self.config.level_correction and self.settings.value_sign is None   # no SignedExpValue
 
     def _correct_level(self, x, y, ends, v_old_ends, mse: float) -> None:
         """Solve the evaluation's fixed point exactly along the direction in which it converges slowest.
