@@ -65,7 +65,7 @@ def run(name: str, preset: str, seed: int, max_iterations: int | None):
     solver = hjb.PolicyIteration(problem, cfg)
     hit = None
     t0, c0 = time.perf_counter(), time.process_time()
-    while solver.iteration < cfg.iterations and not solver.converged:
+    while solver.iteration < solver.settings.iterations and not solver.converged:
         row = solver.step()
         if hit is None and all(row[k] <= v for k, v in targets.items()):
             hit = (solver.iteration, time.perf_counter() - t0, time.process_time() - c0)

@@ -45,11 +45,14 @@ _QUICK_BUDGET = {name: getattr(PolicyIterationConfig, name) for name in PolicyIt
 _TAUGHT = {"policy": "actor", "initial_policy": "constant", "initial_sweeps": 1, "polish_steps": 0,
            "initial_paths_per_state": None, "adapt_dt": False, "input_scaling": "affine", "value_fit": "absolute",
            "gradient_labels": False, "level_correction": False, "cv_stride": 2, "training_region": 1.0}
+# the quick preset's iteration budget the chapters were written with (the package's default is now 25)
+_CHAPTER_ITERATIONS = {"iterations": 15}
 _CHAPTER_SETTINGS = {
-    "lqr": {"quick": _TAUGHT, "full": _TAUGHT},
+    "lqr": {"quick": {**_TAUGHT, **_CHAPTER_ITERATIONS}, "full": _TAUGHT},
     "lqr10": {"quick": {**_TAUGHT, "n_states": 2048, "iterations": 8, "polish_steps": 100},
               "full": {**_TAUGHT, "polish_steps": 100, "policy_steps": 200}},
-    "merton": {"quick": {**_TAUGHT, **_MERTON}, "full": {**_TAUGHT, **_QUICK_BUDGET, **_MERTON}},
+    "merton": {"quick": {**_TAUGHT, **_MERTON, **_CHAPTER_ITERATIONS},
+               "full": {**_TAUGHT, **_QUICK_BUDGET, **_MERTON, **_CHAPTER_ITERATIONS}},
 }
 
 

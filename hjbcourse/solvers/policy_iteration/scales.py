@@ -203,6 +203,7 @@ class Settings:
     dt: float | None
     adapt_dt: bool
     gradient_labels: bool
+    iterations: int
 
 
 def resolve_settings(problem: ControlProblem, config) -> Settings:
@@ -218,7 +219,8 @@ def resolve_settings(problem: ControlProblem, config) -> Settings:
       paths; ``"affine"`` elsewhere;
     - ``value_fit="auto"``: ``"absolute"`` unless chosen above;
     - ``polish_steps`` and ``initial_sweeps`` None: 500 and 3 with the greedy policy, 0 and 1 with the actor;
-    - ``gradient_labels`` None: on with the greedy policy, off with the actor.
+    - ``gradient_labels`` None: on with the greedy policy, off with the actor;
+    - ``iterations`` None: 25 with the greedy policy, 15 with the actor.
     """
     check_hamiltonian_has_maximum(problem)
     greedy = config.policy == "greedy" or (config.policy == "auto" and greedy_applies(problem))
@@ -252,6 +254,7 @@ def resolve_settings(problem: ControlProblem, config) -> Settings:
                     polish_steps=(500 if greedy else 0) if config.polish_steps is None else config.polish_steps,
                     initial_sweeps=(3 if greedy else 1) if config.initial_sweeps is None else config.initial_sweeps,
                     gradient_labels=greedy if config.gradient_labels is None else config.gradient_labels,
+                    iterations=(25 if greedy else 15) if config.iterations is None else config.iterations,
                     **numerics)
 
 

@@ -339,7 +339,7 @@ class PolicyIteration(IterativeSolver):
         if self.settings.value_fit == "relative" and not first:  # the first fit has no previous value: plain least squares
             with torch.no_grad():
                 weights = relative_weights(self.value_net(x))
-        frac = min(1.0, self.iteration / max(1, cfg.iterations - 1))
+        frac = min(1.0, self.iteration / max(1, self.settings.iterations - 1))
         lr = cfg.value_lr * (cfg.value_lr_final / cfg.value_lr) ** frac
         for group in self.value_opt.param_groups:
             group["lr"] = lr
@@ -372,6 +372,11 @@ class PolicyIteration(IterativeSolver):
         if self._exact is not None:
             row.update(self._exact.score(self.solution(), self._x_eval.to(torch.float64)))
         return row
+
+    def _budget(self) -> int:
+        """At most ``config.iterations`` iterations, or the default read off the improvement
+        (:func:`~.scales.resolve_settings`)."""
+        return int(self.settings.iterations)
 
     def _converged(self, row: dict[str, float], it: int) -> bool:
         """The stopping rule: for ``patience`` iterations in a row (and after ``min_iterations``), both the
