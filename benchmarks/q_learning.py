@@ -12,7 +12,11 @@ are networks), transitions, the solver's own consistency check (the move of the 
 transitions ask for, to within the noise of that estimate, and whether it warned), wall and CPU time, and the share within issue 17's targets (scalar gain 3%
 beyond the held-action gain K_dt, 2-D gain 5% in relative Frobenius norm, Merton pi 3% and k 5%).
 
+With ``--dt-sweep`` it prints the dt sweep of chapter 7 on the scalar LQR with the default networks instead
+(issue 17, item 3): both methods at dt = 0.1, 0.03, 0.01, 0.003, each gain against the held-action optimum K_dt.
+
 Usage: python benchmarks/q_learning.py [--suite [--names NAME ...] [--seeds 0 1] [--set FIELD=VALUE ...]]
+       python benchmarks/q_learning.py --dt-sweep [--seeds 0 1] [--set FIELD=VALUE ...]
 (--set changes config fields from the defaults, the ablation's rows; HJB_THREADS sets torch's thread count, default 1:
 these networks are tiny and extra threads only wait on each other on a busy machine).
 """
@@ -100,21 +104,55 @@ def suite(names=None, seeds=(0,), overrides=None):
     print(f"\nwithin the targets: {met} of {total}")
 
 
+def dt_sweep_networks(seeds=(0,), overrides=None):
+    """Issue 17, item 3: the chapter's dt sweep on the scalar LQR with the default networks (J and the mean
+    MLPs, no functional form), both methods, each gain scored beyond the held-action optimum K_dt (the best a
+    learner fed steps of dt can do) against the 3% target; ``overrides`` as in :func:`suite`."""
+    overrides = dict(overrides or {})
+    lqr = hjb.StochasticLQR.scalar()
+    K = float(lqr.exact().K)
+    xs = torch.linspace(-2, 2, 201, dtype=torch.float64).unsqueeze(1)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), quick preset, default networks, "
+          f"scalar LQR (K = {K:.6f})" + (f"; changed: {overrides}" if overrides else "") + "\n")
+    print("| dt | K_dt | seed | method | transitions | gain | off K | off K_dt | within 3% of K_dt | CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for dt in (0.1, 0.03, 0.01, 0.003):
+        kdt = float(hjb.held_action_lqr_gain(lqr, dt))
+        for seed in seeds:
+            for method in ("td_actor_critic", "q_learning"):
+                cpu = time.process_time()
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", hjb.solvers.q_learning.QLearningWarning)
+                        sol, _ = run(hjb.TransitionSampler(lqr, dt), seed=seed, method=method, **overrides)
+                except Exception as exc:
+                    print(f"| {dt} | {kdt:.4f} | {seed} | {method} | - | {type(exc).__name__} | - | - | no | - |")
+                    continue
+                g = float(hjb.fit_linear_gain(sol.policy, xs)[0])
+                beyond = abs(g - kdt) / K
+                print(f"| {dt} | {kdt:.4f} | {seed} | {method} | {sol.n_transitions:,} | {g:.4f} | "
+                      f"{abs(g / K - 1):.2%} | {beyond:.2%} | {'yes' if beyond <= 0.03 else 'no'} | "
+                      f"{time.process_time() - cpu:.0f} |", flush=True)
+
+
 def main(argv):
     torch.set_num_threads(int(os.environ.get("HJB_THREADS", "1")))
+    def after(flag):   # the arguments after flag, up to the next --option
+        if flag not in argv:
+            return []
+        rest = argv[argv.index(flag) + 1:]
+        return rest[:next((i for i, v in enumerate(rest) if v.startswith("--")), len(rest))]
+    overrides = {}
+    for item in after("--set"):
+        key, _, text = item.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key] = text
+    if "--dt-sweep" in argv:
+        dt_sweep_networks([int(v) for v in after("--seeds")] or [0], overrides)
+        return
     if "--suite" in argv:
-        def after(flag):   # the arguments after flag, up to the next --option
-            if flag not in argv:
-                return []
-            rest = argv[argv.index(flag) + 1:]
-            return rest[:next((i for i, v in enumerate(rest) if v.startswith("--")), len(rest))]
-        overrides = {}
-        for item in after("--set"):
-            key, _, text = item.partition("=")
-            try:
-                overrides[key] = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                overrides[key] = text
         suite(after("--names") or None, [int(v) for v in after("--seeds")] or [0], overrides)
         return
     lqr = hjb.StochasticLQR.scalar()
