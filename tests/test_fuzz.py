@@ -211,13 +211,15 @@ ENTRIES = {
 
 # the configs: every numeric, integer, choice and flag field gets the bad values of its kind
 CONFIG_FIELDS = {
-    hjb.PolicyIterationConfig: {"iterations": "int>=1", "n_states": "int>=1", "paths_per_state": "int>=1",
+    hjb.PolicyIterationConfig: {"iterations": [v for v in BAD["int>=1"] if v is not None],   # None: by improvement
+                                "n_states": "int>=1", "paths_per_state": "int>=1",
                                 "dt": "positive", "value_lr": "positive", "policy_lr": "positive", "tol": "positive",
                                 "horizon": BAD_CONFIG_NUMBER, "scheme": "choice", "activation": "choice",
                                 "policy": "choice", "antithetic": "flag", "replay_fraction": [-0.1, 0.6, NAN, True,
                                                                                               "0.2"],
                                 "initial_action": ["12", (NAN, 0.0), ("a",), 5, True, (1.0, "x")],
-                                "state_box": [0.5, NAN, INF, True, "2"], "value_sign": [0, 2, True, "1", 1.0],
+                                "state_box": [0.5, NAN, INF, True, "2"],
+                                "training_region": [0.5, NAN, INF, True, "2"], "value_sign": [0, 2, True, "1", 1.0],
                                 "seed": "seed", "device": "device", "dtype": ["float16", "int64", 32, None],
                                 "progress": "flag"},
     hjb.QLearningConfig: {"width": "int>=1", "n_transitions": "int>=1", "n_envs": "int>=1", "temperature": "positive",
