@@ -195,3 +195,13 @@ def test_the_iteration_budget_is_read_off_the_improvement():
     assert sol.iterations <= 3
     with pytest.raises(ValueError, match="iterations"):
         hjb.PolicyIterationConfig(iterations=0)
+
+
+def test_the_training_region_is_read_only_off_a_linear_feedback():
+    """The actor's first policy is a constant action: its paths on an unstable open loop say nothing of where
+    the optimum's go, so the region stays the domain (unless set)."""
+    p = hjb.StochasticLQR(A=[[0.3]], B=[[1.0]], Q=[[0.05]], R=[[1.0]], D=[[0.3]], rho=1.0)
+    cfg = hjb.PolicyIterationConfig.preset("quick", seed=0, progress=False)
+    assert hjb.PolicyIteration(p, cfg.replace(policy="actor")).region == 1.0
+    assert hjb.PolicyIteration(p, cfg.replace(policy="actor", training_region=2.5)).region == 2.5
+    assert hjb.PolicyIteration(p, cfg).region > 1.5

@@ -86,10 +86,12 @@ class PolicyIterationConfig(SolverConfig):
 
     Training states are ``problem.sample_states`` stretched ``training_region`` times about the domain's
     centre, and the networks' inputs map that region to [-1, 1]^d (the states the errors are scored on stay
-    the domain's). None (the default): read off the first policy for affine inputs, as the 95% quantile of how
-    far its paths end from the centre after the first evaluation's horizon, in half-widths of the domain
-    (at least 1, at most 4: :func:`~hjbcourse.solvers.policy_iteration.scales.training_region`), so that V is
-    fitted where the evaluations read it; 1 for log inputs, whose ``state_box`` does that.
+    the domain's). None (the default): read off the first policy where it is the linearisation's LQR
+    feedback and the inputs are affine, as the 95% quantile of how far its paths end from the centre after
+    the first evaluation's horizon, in half-widths of the domain (at least 1, at most 4:
+    :func:`~hjbcourse.solvers.policy_iteration.scales.training_region`), so that V is fitted where the
+    evaluations read it; 1 elsewhere (a constant first action's paths say nothing of the optimum's; log
+    inputs have their ``state_box``).
 
     Fitting: ``value_steps`` Adam steps on minibatches of ``value_batch`` per iteration, the learning rate
     decaying geometrically from ``value_lr`` to ``value_lr_final`` over the budget, then ``polish_steps``

@@ -153,12 +153,14 @@ class PolicyIteration(IterativeSolver):
 
     def _training_region(self, first) -> float:
         """``training_region`` when set; else read off the first policy's paths over the first evaluation's
-        horizon (:func:`~.scales.training_region`) for affine inputs, 1 for log inputs (whose state box
-        plays that part)."""
+        horizon (:func:`~.scales.training_region`) where that policy is the linearisation's LQR feedback (a
+        stabilising guess of the optimum, exact for an LQR) and the inputs are affine; else 1: a constant first
+        action's paths (the actor's, or the greedy solver's without a linear feedback) say nothing of where
+        the optimum's go, and log inputs have their state box."""
         cfg, st = self.config, self.settings
         if cfg.training_region is not None:
             return float(cfg.training_region)
-        if st.input_scaling != "affine":
+        if st.input_scaling != "affine" or self._initial is None:
             return 1.0
         _, _, T0, dt0 = self.horizons()
         return training_region(self.problem, first, T0, dt0, cfg.scheme, make_generator(cfg.seed + 4, "cpu"),
