@@ -98,6 +98,18 @@ def _control_variate(problem, value, sim, dW, dt, stride, generator, keep_graph=
 _PATH_STEPS = 1 << 17
 
 
+def _path_targets(problem, value, sim, horizon, dW, dt, use_cv, cv_stride, generator, keep_graph):
+    """(P, 1): each path's target, int e^{-rho t} r dt + e^{-rho T} value(X_T) (no bootstrap for
+    ``value=None``) minus the control variate when ``use_cv``; inside autograd's graph with ``keep_graph``."""
+    with torch.set_grad_enabled(keep_graph):
+        y = sim.reward
+        if value is not None:
+            y = y + math.exp(-problem.rho * horizon) * value(sim.x_T)
+    if use_cv:
+        y = y - _control_variate(problem, value, sim, dW, dt, cv_stride, generator, keep_graph=keep_graph)
+    return y
+
+
 def _targets_with_gradients(problem, policy, value, x0, horizon, dt, scheme, dW, use_cv, cv_stride, generator):
     """Per path from ``x0`` (P, d) with the increments ``dW``: the target y (P, 1), int e^{-rho t} r dt +
     e^{-rho T} value(X_T) minus the control variate when ``use_cv``, its end point X_T (P, d), and z (P, d),
@@ -117,11 +129,7 @@ def _targets_with_gradients(problem, policy, value, x0, horizon, dt, scheme, dW,
         with torch.enable_grad():
             xc = x0[sl].detach().clone().requires_grad_(True)
             sim = simulate(problem, pol, xc, horizon, dt, scheme=scheme, dW=dW[:, sl], record=use_cv)
-            y = sim.reward
-            if value is not None:
-                y = y + math.exp(-problem.rho * horizon) * value(sim.x_T)
-            if use_cv:
-                y = y - _control_variate(problem, value, sim, dW[:, sl], dt, cv_stride, generator, keep_graph=True)
+            y = _path_targets(problem, value, sim, horizon, dW[:, sl], dt, use_cv, cv_stride, generator, True)
             (z,) = torch.autograd.grad(y.sum(), xc)
         ys.append(y.detach())
         ends.append(sim.x_T.detach())
@@ -164,12 +172,7 @@ def rollout_targets(problem: ControlProblem, policy: Callable, value: Callable |
     else:
         with torch.no_grad():
             sim = simulate(problem, policy, x0, horizon, dt, scheme=scheme, dW=dW, record=use_cv)
-        y, x_T = sim.reward, sim.x_T
-        if value is not None:
-            with torch.no_grad():
-                y = y + math.exp(-problem.rho * horizon) * value(sim.x_T)
-        if use_cv:
-            y = y - _control_variate(problem, value, sim, dW, dt, cv_stride, g)
+        y, x_T = _path_targets(problem, value, sim, horizon, dW, dt, use_cv, cv_stride, g, False), sim.x_T
     y = y.reshape(paths_per_state, B, 1)
     mean = y.mean(0)
     if antithetic:  # pairs are dependent: the standard error comes from the pair means

@@ -97,13 +97,15 @@ class MappedInputMLP(nn.Module):
         return out.index_add(0, rows, slope * length)
 
 
+def _zero_value(x: torch.Tensor) -> torch.Tensor:
+    """(B, d) -> (B, 1): V = 0, differentiable in x (the value before the first fit, whose greedy action is
+    the first policy when no linear feedback exists)."""
+    return x.sum(-1, keepdim=True) * 0.0
+
+
 def _region_bounds(problem: ControlProblem, region: float = 1.0):
-    """(low, high): ``problem.domain`` enlarged ``region`` times about its centre."""
-    lo, hi = problem.domain
-    if region == 1.0:
-        return lo, hi
-    c, h = (lo + hi) / 2, (hi - lo) / 2
-    return c - region * h, c + region * h
+    """(low, high): ``problem.domain`` enlarged ``region`` times about its centre (:func:`_box_bounds`)."""
+    return problem.domain if region == 1.0 else _box_bounds(*problem.domain, region)
 
 
 def _input_net(problem: ControlProblem, out_dim: int, width: int, depth: int, activation: str,

@@ -20,7 +20,7 @@ from .config import PolicyIterationConfig
 from .evaluation import fit_value, relative_weights, rollout_targets
 from .improvement import greedy_objective, improve_policy
 from .networks import (GreedyPolicy, SignedExpValue, clamp_to_box, evaluation_states, make_policy_network,
-                       make_value_network, input_steps, set_constant_action, training_states)
+                       make_value_network, input_steps, set_constant_action, training_states, _zero_value)
 from .scales import closed_loop_rates, linearised_feedback, resolve_settings, training_region
 
 #: the time step is at most this fraction of the closed loop's fastest time scale 1 / rate
@@ -105,7 +105,7 @@ class PolicyIteration(IterativeSolver):
         dtype, device = config.torch_dtype, config.torch_device
         self.settings = st = resolve_settings(problem, config)
         if config.policy == "greedy":
-            GreedyPolicy(problem, lambda z: z.sum(-1, keepdim=True) * 0.0).check(
+            GreedyPolicy(problem, _zero_value).check(
                 problem.sample_states(64, make_generator(0, "cpu"), dtype=torch.float64))
         # the first policy, its closed loop's rates (which set the steps and horizons) and where its paths go
         # (the training region), all before the networks, which are scaled to that region
@@ -143,8 +143,8 @@ class PolicyIteration(IterativeSolver):
     def _first_policy(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The first policy before the networks exist: the greedy solver's (:meth:`_policy`), or the actor's
         constant first action (``initial_action``, else the squash of 0 into the action box)."""
-        if self.settings.greedy:
-            return self._initial or GreedyPolicy(self.problem, lambda x: x.sum(-1, keepdim=True) * 0.0)
+        if self.settings.greedy:     # the linearisation's feedback, else the greedy action of V = 0
+            return self._initial or GreedyPolicy(self.problem, _zero_value)
         p = self.problem
         a = (torch.tensor(self.settings.initial_action, dtype=torch.float64) if self.settings.initial_action
              is not None else squash_to_bounds(torch.zeros(1, p.action_dim, dtype=torch.float64), p.action_low,
@@ -217,7 +217,7 @@ class PolicyIteration(IterativeSolver):
         if self.policy_net is not None:
             return self.policy_net
         if not fitted:
-            return self._initial or GreedyPolicy(self.problem, lambda x: x.sum(-1, keepdim=True) * 0.0)
+            return self._first_policy()
         return GreedyPolicy(self.problem, self.value_net)
 
     def solution(self) -> PolicyIterationSolution:
