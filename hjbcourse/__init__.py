@@ -31,6 +31,7 @@ from .sde import brownian_increments, discounted_reward_of_policy, monte_carlo_v
 from .solvers import (DeepBSDE, DeepBSDEConfig, FiniteDifferenceConfig, FiniteDifferenceSolver, PolicyIteration,
                       PolicyIterationConfig, QLearning, QLearningConfig, ScoreMatching, ScoreMatchingConfig,
                       held_action_lqr_gain, improve_policy, rollout_targets)
+from .solvers.policy_iteration import PolicyIterationWarning
 from .solvers.q_learning import QLearningWarning
 from .training import DivergenceError
 
@@ -52,7 +53,7 @@ __all__ = [
     "FiniteDifferenceSolver", "FiniteDifferenceConfig", "PolicyIteration", "PolicyIterationConfig",
     "rollout_targets", "improve_policy", "QLearning", "QLearningConfig", "held_action_lqr_gain",
     "DeepBSDE", "DeepBSDEConfig", "ScoreMatching", "ScoreMatchingConfig", "DivergenceError",
-    "QLearningWarning",
+    "QLearningWarning", "PolicyIterationWarning",
     # diffusion models as control
     "GaussianMixture", "VPSDE", "DiffusionControl", "zero_control", "example_controls", "verification_table",
     "score_error", "sample_quality", "wasserstein_distance",

@@ -2,12 +2,14 @@
 first policy, positive states in log coordinates), and solves a problem that no suite, chapter or benchmark
 has seen."""
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import hjbcourse as hjb
+from hjbcourse.solvers.policy_iteration.networks import training_states
 from hjbcourse.solvers.policy_iteration.scales import (best_constant_action, closed_loop_rate, greedy_applies,
                                                        linearised_feedback, resolve_settings)
 from hjbcourse.suite import finite_difference_reference, problem_suite
@@ -181,6 +183,29 @@ def test_the_training_region_follows_paths_that_leave_the_domain():
         hjb.PolicyIterationConfig(training_region=0.5)
 
 
+def test_horizons_and_states_follow_a_loop_that_grows():
+    """Where the first policy's closed loop grows at the rate g (A - BK = +0.2 here, rho = 1), the errors of a
+    quadratic value read at the paths' end points shrink like e^{-(rho - 2 g) T} per evaluation, not e^{-rho T}:
+    the default horizons are 0.5 / (rho - 2 g) and 3 / (rho - 2 g), and the value-error estimate of the
+    stopping rule divides by 1 - e^{-(rho - 2 g) T}. The actor's constant first action says nothing of the
+    optimum's loop: rho stays. Half the training states stay in the domain, half cover the region."""
+    p = hjb.StochasticLQR(A=[[0.3]], B=[[1.0]], Q=[[0.05]], R=[[1.0]], D=[[0.3]], rho=1.0)
+    cfg = hjb.PolicyIterationConfig.preset("quick", seed=0, progress=False)
+    solver = hjb.PolicyIteration(p, cfg)
+    assert solver._growth == pytest.approx(0.2, abs=1e-6)
+    assert solver._decay_rate == pytest.approx(0.6, abs=1e-6)
+    T, dt, T0, dt0 = solver.horizons()
+    assert T == pytest.approx(0.5 / 0.6, abs=dt) and T0 == pytest.approx(3 / 0.6, abs=dt0)
+    actor = hjb.PolicyIteration(p, cfg.replace(policy="actor"))
+    assert actor._decay_rate == 1.0 and actor.horizons()[0] == pytest.approx(0.5, abs=dt)
+    stable = hjb.PolicyIteration(hjb.StochasticLQR.scalar(), cfg)
+    assert stable._growth == 0.0 and stable._decay_rate == stable.problem.rho
+    x = training_states(p, 1000, torch.Generator().manual_seed(0), region=3.0)
+    lo, hi = (float(t) for t in p.domain)
+    inside = ((x >= lo) & (x <= hi)).all(-1)
+    assert bool(inside[:500].all()) and float(x[500:].abs().max()) > 2 * max(abs(lo), abs(hi))
+
+
 def test_the_iteration_budget_is_read_off_the_improvement():
     """None: 25 iterations with the greedy policy (its error keeps falling: lqr13 2.13% -> 1.82%), 15 with the
     actor (more drift further from Merton's answer); a number is kept, and bounds the run."""
@@ -205,3 +230,24 @@ def test_the_training_region_is_read_only_off_a_linear_feedback():
     assert hjb.PolicyIteration(p, cfg.replace(policy="actor")).region == 1.0
     assert hjb.PolicyIteration(p, cfg.replace(policy="actor", training_region=2.5)).region == 2.5
     assert hjb.PolicyIteration(p, cfg).region > 1.5
+
+
+def test_a_run_that_ends_unsettled_says_so():
+    """Two iterations of the smoke preset leave the value still moving: a PolicyIterationWarning gives the
+    last change; a run that stops by its rule (settled) and one the caller stops early are quiet."""
+    lqr = hjb.StochasticLQR.scalar()
+    short = hjb.PolicyIterationConfig.preset("smoke", seed=0, progress=False, iterations=2, min_iterations=2)
+    solver = hjb.PolicyIteration(lqr, short)
+    with pytest.warns(hjb.PolicyIterationWarning, match="has not settled"):
+        solver.solve()
+    row = solver.history.rows[-1]
+    assert row["value_error_estimate"] > 0.01 or row["policy_change"] > 0.02
+    assert "iterations is spent" in solver.unsettled()
+    settled = hjb.PolicyIteration(lqr, hjb.PolicyIterationConfig.preset("quick", seed=0, progress=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", hjb.PolicyIterationWarning)
+        settled.solve()
+    assert settled.converged and settled.unsettled() is None
+    stopped = hjb.PolicyIteration(lqr, short)
+    stopped.step()                       # budget not spent: nothing to say yet
+    assert stopped.unsettled() is None

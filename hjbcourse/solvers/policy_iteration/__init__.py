@@ -45,12 +45,13 @@ from .improvement import greedy_objective, improve_policy
 from .networks import (GreedyPolicy, MappedInputMLP, PolicyNetwork, SignedExpValue, clamp_to_box,
                        evaluation_states, make_policy_network, make_value_network, set_constant_action,
                        training_states)
-from .solver import PolicyIteration, PolicyIterationSolution
+from .solver import PolicyIteration, PolicyIterationSolution, PolicyIterationWarning
 
 __all__ = [
     "PolicyIterationConfig",
     "PolicyIteration",
     "PolicyIterationSolution",
+    "PolicyIterationWarning",
     "PolicyNetwork",
     "MappedInputMLP",
     "SignedExpValue",

@@ -351,7 +351,8 @@ def training_states(problem: ControlProblem, n: int, generator: torch.Generator,
         return x
     lo, hi = (t.to(dtype=x.dtype, device=x.device) for t in problem.domain)
     c = (lo + hi) / 2
-    return c + region * (x - c)
+    half = n // 2   # the first half in the domain, where the value is scored and the policy used
+    return torch.cat([x[:half], c + region * (x[half:] - c)])
 
 
 def evaluation_states(problem: ControlProblem, n: int = 2048, seed: int = 12345, dtype=torch.float32,

@@ -81,11 +81,12 @@ def linearised_feedback(problem: ControlProblem) -> LinearFeedback | None:
     return LinearFeedback(problem, K, x_c, a_c)
 
 
-def closed_loop_rates(problem: ControlProblem, policy, x: torch.Tensor) -> tuple[float, float]:
-    """(fastest, slowest decay) of the closed loop dX = f(X, policy(X)) dt around the states ``x``, from the
-    eigenvalues of the Jacobian of x -> f(x, policy(x)) (by central differences): the largest modulus over
-    the states (0 where undefined), and the median over the states of min(-Re eigenvalue), 0 where that is
-    not positive (a loop that does not contract everywhere along the way)."""
+def closed_loop_rates(problem: ControlProblem, policy, x: torch.Tensor) -> tuple[float, float, float]:
+    """(fastest, slowest decay, growth) of the closed loop dX = f(X, policy(X)) dt around the states ``x``,
+    from the eigenvalues of the Jacobian of x -> f(x, policy(x)) (by central differences): the largest modulus
+    over the states (0 where undefined); the median over the states of min(-Re eigenvalue), 0 where that is
+    not positive (a loop that does not contract everywhere along the way); and the median over the states of
+    max(Re eigenvalue), 0 where that is not positive (the rate at which an unstable loop's paths leave)."""
     B, d = x.shape
     lo, hi = problem.domain
     h = 1e-3 * float((hi - lo).min())
@@ -97,8 +98,9 @@ def closed_loop_rates(problem: ControlProblem, policy, x: torch.Tensor) -> tuple
     eig = torch.linalg.eigvals(J.double().cpu())
     rate = float(eig.abs().max())
     slow = float((-eig.real).min(-1).values.median())
+    growth = float(eig.real.max(-1).values.median())
     return (rate if rate == rate else 0.0,                         # NaN (a policy undefined there): no cap
-            slow if slow > 0 else 0.0)
+            slow if slow > 0 else 0.0, growth if growth > 0 else 0.0)
 
 
 def closed_loop_rate(problem: ControlProblem, policy, x: torch.Tensor) -> float:
@@ -109,7 +111,8 @@ def closed_loop_rate(problem: ControlProblem, policy, x: torch.Tensor) -> float:
 
 
 def training_region(problem: ControlProblem, policy, horizon: float, dt: float, scheme: str,
-                    generator: torch.Generator, n: int = 256, dtype=torch.float32, device="cpu") -> float:
+                    generator: torch.Generator, n: int = 256, dtype=torch.float32, device="cpu",
+                    extent: float | None = None) -> float:
     """How many times the domain (about its centre) the training states must span so that they hold where
     ``policy``'s paths go: the paths from ``n`` states of ``problem.sample_states`` are simulated over
     ``horizon``, and the 95% quantile of |X_T - c| / h in each coordinate (c the domain's centre, h its
@@ -123,14 +126,15 @@ def training_region(problem: ControlProblem, policy, horizon: float, dt: float, 
     fitted, a bias the iterations do not remove (benchmarks/README.md, lqr7 and lqr15)."""
     from ...sde import simulate
 
-    x0 = problem.sample_states(n, generator, dtype=dtype, device=device)
-    with torch.no_grad():
-        x_T = simulate(problem, policy, x0, horizon, dt, scheme=scheme, generator=generator).x_T
-    lo, hi = (t.to(dtype=x_T.dtype, device=x_T.device) for t in problem.domain)
+    lo, hi = (t.to(dtype=dtype, device=device) for t in problem.domain)
     c, h = (lo + hi) / 2, (hi - lo) / 2
-    u = ((x_T - c) / h).abs()
-    u = torch.where(torch.isfinite(u), u, torch.full_like(u, math.inf))
-    extent = float(torch.quantile(u.double().cpu(), 0.95, dim=0).max())
+    if extent is None:
+        x0 = problem.sample_states(n, generator, dtype=dtype, device=device)
+        with torch.no_grad():
+            x_T = simulate(problem, policy, x0, horizon, dt, scheme=scheme, generator=generator).x_T
+        u = ((x_T - c) / h).abs()
+        u = torch.where(torch.isfinite(u), u, torch.full_like(u, math.inf))
+        extent = float(torch.quantile(u.double().cpu(), 0.95, dim=0).max())
     region = min(max(1.0, extent if extent == extent else MAX_TRAINING_REGION), MAX_TRAINING_REGION)
     s_lo, s_hi = problem.state_space                  # the stretched domain stays inside the state space
     for c_i, h_i in zip(c.tolist(), h.tolist()):

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -21,7 +22,7 @@ from .evaluation import fit_value, relative_weights, rollout_targets
 from .improvement import greedy_objective, improve_policy
 from .networks import (GreedyPolicy, SignedExpValue, clamp_to_box, evaluation_states, make_policy_network,
                        make_value_network, input_steps, set_constant_action, training_states, _zero_value)
-from .scales import closed_loop_rates, linearised_feedback, resolve_settings, training_region
+from .scales import MAX_TRAINING_REGION, closed_loop_rates, linearised_feedback, resolve_settings, training_region
 
 #: the time step is at most this fraction of the closed loop's fastest time scale 1 / rate
 _STEP_PER_RATE = 0.2
@@ -30,8 +31,16 @@ _STEP_PER_RATE = 0.2
 _HORIZON_PER_SLOW_RATE = 3.0
 #: the level is corrected only after a fit whose mean squared error (in units of the targets' spread) is below
 _LEVEL_FIT_MSE = 0.1
+#: a run that spends its budget is unsettled when, in its last iteration, the estimated value error is above
+#: the first or the policy moved by more than the second (relative L2 on the evaluation states)
+_UNSETTLED_VALUE, _UNSETTLED_POLICY = 0.01, 0.02
 
-__all__ = ["PolicyIteration", "PolicyIterationSolution"]
+__all__ = ["PolicyIteration", "PolicyIterationSolution", "PolicyIterationWarning"]
+
+
+class PolicyIterationWarning(RuntimeWarning):
+    """A policy-iteration run spent its budget while its value or its policy was still moving
+    (:meth:`PolicyIteration.unsettled`): what it returns may be far from the optimum."""
 
 
 class PolicyIterationSolution:
@@ -111,7 +120,7 @@ class PolicyIteration(IterativeSolver):
         # (the training region), all before the networks, which are scaled to that region
         self._initial = self._initial_policy(st.greedy)
         first = self._first_policy()
-        self._rate, self._slow_rate = closed_loop_rates(
+        self._rate, self._slow_rate, self._growth = closed_loop_rates(
             problem, first, problem.sample_states(256, make_generator(0, "cpu"), dtype=dtype, device=device))
         self.region = self._training_region(first)
         with _forked_rng(config.seed, device):  # seeded initialisation, the caller's generators left alone
@@ -164,7 +173,8 @@ class PolicyIteration(IterativeSolver):
             return 1.0
         _, _, T0, dt0 = self.horizons()
         return training_region(self.problem, first, T0, dt0, cfg.scheme, make_generator(cfg.seed + 4, "cpu"),
-                               dtype=cfg.torch_dtype, device=cfg.torch_device)
+                               dtype=cfg.torch_dtype, device=cfg.torch_device,
+                               extent=MAX_TRAINING_REGION if self.problem.rho <= 2 * self._growth else None)
 
     def _initial_policy(self, greedy: bool):
         """The first policy of the greedy solver: the linearisation's LQR feedback (``initial_policy``
@@ -183,6 +193,16 @@ class PolicyIteration(IterativeSolver):
                              "has no stabilising LQR feedback")
         return feedback
 
+    @property
+    def _decay_rate(self) -> float:
+        """The rate at which the discounted weight of the value's errors read along the first policy's paths
+        decays: rho for a loop that does not grow, rho - 2 g where its paths grow at the rate g (a quadratic
+        read along them grows like e^{2 g t}), or rho itself where rho <= 2 g (no finite horizon forgets
+        them; the training region is then the largest, :meth:`_training_region`). Only where the first policy
+        is the linearisation's LQR feedback, whose value is quadratic near the linearisation; else rho."""
+        rho, g = self.problem.rho, self._growth
+        return rho - 2 * g if self._initial is not None and rho > 2 * g else rho
+
     def horizons(self) -> tuple[float, float, float, float]:
         """(T, dt, T0, dt0): the evaluation's horizon and step, and those of the first evaluation.
 
@@ -193,10 +213,13 @@ class PolicyIteration(IterativeSolver):
         motion whatever the problem's time scale);
         and where the value's level is solved exactly (:meth:`_correct_level`), the horizons are at most
         3 / mu and 6 / mu (the errors left after the level shrink like e^{-(rho + mu) T}), and at most
-        the config's (0.5 / rho and 3 / rho by default)."""
+        the config's (0.5 / rho and 3 / rho by default). Where the first policy's paths grow at the rate g
+        (an unstable closed loop; the discounted optimum of an unstable open loop need not stabilise it), the
+        errors of a quadratic value read at their end points shrink only like e^{-(rho - 2 g) T}: the default
+        horizons are then 0.5 / (rho - 2 g) and 3 / (rho - 2 g) (:attr:`_decay_rate`)."""
         st = self.settings
         cfg = self.config if st.horizon is None else self.config.replace(horizon=st.horizon, dt=st.dt)
-        T, dt, T0, dt0 = cfg.horizons(self.problem.rho)
+        T, dt, T0, dt0 = cfg.horizons(self._decay_rate)
         if not st.adapt_dt:
             return T, dt, T0, dt0
         if self._level_applies and self._slow_rate > 0:
@@ -327,6 +350,10 @@ class PolicyIteration(IterativeSolver):
         first = self.iteration == 0
         T = self.horizons()[2 if first else 0]
         decay = math.exp(-self.problem.rho * T)
+        lo, hi = (t.to(x) for t in self.problem.domain)
+        inside = ((x >= lo) & (x <= hi)).all(-1)   # solved where the value is read: the domain's states
+        if bool(inside.any()):
+            x, y, ends, v_old_ends = x[inside], y[inside], ends[:, inside], v_old_ends[inside]
         with torch.no_grad():
             v_x, v_T = self.value_net(x), self._mean_over_paths(ends)
             delta = float((y - v_x).mean()) + decay * float((v_T - v_old_ends).mean()) / (1.0 - decay)
@@ -370,7 +397,7 @@ class PolicyIteration(IterativeSolver):
         if v_old is not None:
             change = relative_l2(v_eval, v_old)
             row["value_change"] = change
-            row["value_error_estimate"] = change / (1.0 - math.exp(-p.rho * self.horizons()[0]))
+            row["value_error_estimate"] = change / (1.0 - math.exp(-self._decay_rate * self.horizons()[0]))
         if self._exact is not None:
             row.update(self._exact.score(self.solution(), self._x_eval.to(torch.float64)))
         return row
@@ -388,6 +415,32 @@ class PolicyIteration(IterativeSolver):
                 and not (row["policy_change"] >= cfg.tol))
         self._calm = self._calm + 1 if calm else 0
         return self._calm >= cfg.patience and it >= cfg.min_iterations
+
+    def solve(self) -> PolicyIterationSolution:
+        """Step until the stopping rule holds or the budget is spent; a :class:`PolicyIterationWarning` when
+        the run ends unsettled (:meth:`unsettled`)."""
+        solution = super().solve()
+        reason = self.unsettled()
+        if reason:
+            warnings.warn(f"policy iteration on {self.problem!r}: {reason}", PolicyIterationWarning, stacklevel=2)
+        return solution
+
+    def unsettled(self) -> str | None:
+        """Why the run has not settled, or None: after the budget is spent without the stopping rule holding,
+        the last iteration's estimated value error (its change / (1 - e^{-rate T}), the distance to the
+        evaluation's fixed point that change implies) above 1%, or its policy change above 2%, the scale of
+        the suite's targets. Either says that more iterations would still move the answer by more than that."""
+        if self.converged or self.iteration < self._budget() or not self.history.rows:
+            return None
+        row = self.history.rows[-1]
+        value, policy = row.get("value_error_estimate", math.nan), row.get("policy_change", math.nan)
+        if not (value > _UNSETTLED_VALUE or policy > _UNSETTLED_POLICY):
+            return None
+        return (f"the budget of {self.iteration} iterations is spent and the run has not settled: in the last "
+                f"one the value moved by {row.get('value_change', math.nan):.1%} (an estimated distance of "
+                f"{value:.1%} from the evaluation's fixed point) and the policy by {policy:.1%} (relative L2 "
+                f"on the evaluation states). The returned value and policy may be far from the optimum; "
+                f"the history shows the course, and more iterations or a longer horizon may settle it")
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
