@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python benchmarks/high_dim.py [--dims 1 10 50 100] [--threads 2] [--no-region] [--no-bias]
       .venv/bin/python benchmarks/high_dim.py --lambdas 1 5 10 20 30 40 50 [--preset quick] [--seeds 0 1]
+      .venv/bin/python benchmarks/high_dim.py --lambdas 50 500 --dim 1000
       .venv/bin/python benchmarks/high_dim.py --landscape 10 50 [--steps 40]
 Prints three markdown tables: (1) error and time for each dimension, (2) u(0, x) learned over |x| <= 2 at
 d = 100, (3) the time-step bias of the Euler roll-out with the exact Z, against N. With --lambdas it prints
@@ -96,7 +97,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-region", action="store_true")
     ap.add_argument("--no-bias", action="store_true")
-    ap.add_argument("--lambdas", type=float, nargs="+", help="print the lambda curve at d = 100 only")
+    ap.add_argument("--lambdas", type=float, nargs="+", help="print the lambda curve (at d = --dim) only")
+    ap.add_argument("--dim", type=int, default=100, help="the dimension of the lambda curve (default 100)")
     ap.add_argument("--preset", choices=("quick", "benchmark"), default="benchmark")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--landscape", type=float, nargs="+", help="print the loss along c Z* at these lambdas")
@@ -104,7 +106,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.lambdas:
-        lambda_curve(args.lambdas, args.preset, args.seeds)
+        lambda_curve(args.lambdas, args.preset, args.seeds, d=args.dim)
         return
     if args.landscape:
         loss_landscape(args.landscape, args.steps)
