@@ -2,7 +2,7 @@
 
 Run:  .venv/bin/python benchmarks/high_dim.py [--dims 1 10 50 100] [--threads 2] [--no-region] [--no-bias]
       .venv/bin/python benchmarks/high_dim.py --lambdas 1 5 10 20 30 40 50 [--preset quick] [--seeds 0 1]
-      .venv/bin/python benchmarks/high_dim.py --lambdas 50 500 --dim 1000
+      .venv/bin/python benchmarks/high_dim.py --lambdas 50 500 --dim 1000 [--energy]
       .venv/bin/python benchmarks/high_dim.py --landscape 10 50 [--steps 40]
 Prints three markdown tables: (1) error and time for each dimension, (2) u(0, x) learned over |x| <= 2 at
 d = 100, (3) the time-step bias of the Euler roll-out with the exact Z, against N. With --lambdas it prints
@@ -59,6 +59,39 @@ def lambda_curve(lambdas, preset: str, seeds, d: int = 100) -> None:
                   f"| {abs(err) / exact:.2e} | {err / gap:+.2f} | {sol.seconds:.0f} |", flush=True)
 
 
+def gradient_energy(lambdas, preset: str, seeds, d: int, paths: int = 2000, n_steps: int = 20) -> None:
+    """Why the estimate is off: at its optimum in y0 the deep BSDE loss sets y0 = E g(X_T) - lam E int |grad u|^2
+    dt with the learned gradient (the martingale term has mean zero), so the error of y0 is the difference of
+    the learned and the exact gradients' energies along the uncontrolled paths. Prints both energies, the
+    energy of the gradient's error, E g minus the learned energy, and the learned u(0, 0)."""
+    print(f"d = {d}, {preset} preset; energies lam E int |.|^2 dt on {paths} uncontrolled paths, {n_steps} steps\n")
+    print("| lambda | seed | exact u(0,0) | G | learned u(0,0) | error / G | energy, learned | energy, exact | "
+          "energy of the error | E g - learned energy |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for lam in lambdas:
+        p = hjb.HighDimLQG(dim=d, T=1.0, lam=lam)
+        origin = torch.zeros(1, d, dtype=torch.float64)
+        exact, unc = float(p.exact_value(0.0, origin)), float(p.uncontrolled_cost(0.0, origin))
+        for seed in seeds:
+            cfg = (hjb.DeepBSDEConfig.preset("quick", seed=seed, progress=False) if preset == "quick"
+                   else hjb.DeepBSDEConfig(seed=seed, **SETTINGS))
+            sol = hjb.DeepBSDE(p, cfg).solve()
+            g = torch.Generator().manual_seed(1)
+            dt = 1.0 / n_steps
+            x = torch.zeros(paths, d, dtype=torch.float64)
+            learned = ex = err = 0.0
+            for k in range(n_steps):
+                gl = sol.gradient(k * dt, x.float()).double()
+                ge = p.exact_gradient(k * dt, x)
+                learned += lam * float((gl * gl).sum(-1).mean()) * dt
+                ex += lam * float((ge * ge).sum(-1).mean()) * dt
+                err += lam * float(((gl - ge) ** 2).sum(-1).mean()) * dt
+                x = x + p.bsde_sigma * torch.randn(paths, d, generator=g, dtype=torch.float64) * dt ** 0.5
+            gap = unc - exact
+            print(f"| {lam:g} | {seed} | {exact:.6f} | {gap:.4f} | {sol.u0:.6f} | {(sol.u0 - exact) / gap:+.2f} | "
+                  f"{learned:.4f} | {ex:.4f} | {err:.4f} | {unc - learned:.4f} |", flush=True)
+
+
 def loss_landscape(lambdas, n_steps: int, d: int = 100, paths: int = 4000) -> None:
     """The terminal mismatch's variance (the loss with y0 at its optimum) along Z = c Z*, and the implied y0.
 
@@ -103,8 +136,13 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--landscape", type=float, nargs="+", help="print the loss along c Z* at these lambdas")
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--energy", action="store_true", help="with --lambdas: the learned and exact gradients' "
+                    "energies, which decide the estimate's error")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.lambdas and args.energy:
+        gradient_energy(args.lambdas, args.preset, args.seeds, d=args.dim)
+        return
     if args.lambdas:
         lambda_curve(args.lambdas, args.preset, args.seeds, d=args.dim)
         return
