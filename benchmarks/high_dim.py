@@ -27,11 +27,21 @@ SETTINGS = dict(n_steps=40, iterations=1500, batch_size=128, width=64, lr=1e-2, 
                 refit_size=16384, progress=False)
 
 
+def at_origin(p) -> tuple[float, float]:
+    """(exact u(0, 0), uncontrolled cost E g(X_T) from 0) of a HighDimLQG ``p``."""
+    origin = torch.zeros(1, p.dim, dtype=torch.float64)
+    return float(p.exact_value(0.0, origin)), float(p.uncontrolled_cost(0.0, origin))
+
+
+def curve_config(preset: str, seed: int):
+    """The deep BSDE config of the lambda curves: the quick preset, or the benchmark's ``SETTINGS``."""
+    return (hjb.DeepBSDEConfig.preset("quick", seed=seed, progress=False) if preset == "quick"
+            else hjb.DeepBSDEConfig(seed=seed, **SETTINGS))
+
+
 def run_dim(d: int, seed: int = 0, **over):
     p = hjb.HighDimLQG(dim=d, T=1.0, lam=1.0)
-    origin = torch.zeros(1, d, dtype=torch.float64)
-    exact = float(p.exact_value(0.0, origin))
-    uncontrolled = float(p.uncontrolled_cost(0.0, origin))
+    exact, uncontrolled = at_origin(p)
     cfg = hjb.DeepBSDEConfig(seed=seed, **{**SETTINGS, **over})
     cpu = time.process_time()
     sol = hjb.DeepBSDE(p, cfg).solve()
@@ -47,13 +57,10 @@ def lambda_curve(lambdas, preset: str, seeds, d: int = 100) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for lam in lambdas:
         p = hjb.HighDimLQG(dim=d, T=1.0, lam=lam)
-        origin = torch.zeros(1, d, dtype=torch.float64)
-        exact, unc = float(p.exact_value(0.0, origin)), float(p.uncontrolled_cost(0.0, origin))
+        exact, unc = at_origin(p)
         gap = unc - exact
         for seed in seeds:
-            cfg = (hjb.DeepBSDEConfig.preset("quick", seed=seed, progress=False) if preset == "quick"
-                   else hjb.DeepBSDEConfig(seed=seed, **SETTINGS))
-            sol = hjb.DeepBSDE(p, cfg).solve()
+            sol = hjb.DeepBSDE(p, curve_config(preset, seed)).solve()
             err = sol.u0 - exact
             print(f"| {lam:g} | {exact:.6f} | {unc:.6f} | {gap:.4f} | {gap / exact:.2%} | {seed} | {sol.u0:.6f} "
                   f"| {abs(err) / exact:.2e} | {err / gap:+.2f} | {sol.seconds:.0f} |", flush=True)
@@ -70,12 +77,9 @@ def gradient_energy(lambdas, preset: str, seeds, d: int, paths: int = 2000, n_st
     print("|---|---|---|---|---|---|---|---|---|---|")
     for lam in lambdas:
         p = hjb.HighDimLQG(dim=d, T=1.0, lam=lam)
-        origin = torch.zeros(1, d, dtype=torch.float64)
-        exact, unc = float(p.exact_value(0.0, origin)), float(p.uncontrolled_cost(0.0, origin))
+        exact, unc = at_origin(p)
         for seed in seeds:
-            cfg = (hjb.DeepBSDEConfig.preset("quick", seed=seed, progress=False) if preset == "quick"
-                   else hjb.DeepBSDEConfig(seed=seed, **SETTINGS))
-            sol = hjb.DeepBSDE(p, cfg).solve()
+            sol = hjb.DeepBSDE(p, curve_config(preset, seed)).solve()
             g = torch.Generator().manual_seed(1)
             dt = 1.0 / n_steps
             x = torch.zeros(paths, d, dtype=torch.float64)
@@ -103,9 +107,8 @@ def loss_landscape(lambdas, n_steps: int, d: int = 100, paths: int = 4000) -> No
     print("|---|" + "---|" * len(cs))
     for lam in lambdas:
         p = hjb.HighDimLQG(dim=d, T=1.0, lam=lam)
-        origin = torch.zeros(1, d, dtype=torch.float64)
-        exact = float(p.exact_value(0.0, origin))
-        gap = float(p.uncontrolled_cost(0.0, origin)) - exact
+        exact, unc = at_origin(p)
+        gap = unc - exact
         dt = 1.0 / n_steps
         g = torch.Generator().manual_seed(0)
         dW = torch.randn(n_steps, paths, d, generator=g, dtype=torch.float64) * dt ** 0.5
