@@ -12,6 +12,7 @@ from ...problems import ControlProblem
 from ...runtime import make_generator
 from ...sde import brownian_increments, simulate
 from ...training import check_finite
+from .networks import input_steps
 
 __all__ = ["rollout_targets", "relative_weights", "fit_value"]
 
@@ -26,7 +27,7 @@ def _directional_differences(value, x, u, step):
     return (vp - vm) / (2 * s), (vp - 2 * v0 + vm) / (s * s)
 
 
-def _control_variate(problem, value, sim, dW, dt, stride, generator, keep_graph=False):
+def _control_variate(problem, value, sim, dW, dt, stride, generator, keep_graph=False, input_scaling="affine"):
     """(P, 1): the control variate of the Feynman–Kac target (book: eq. (ch04-cv)).
 
     Over blocks of ``stride`` steps, with w_j the block's summed increment (covariance h_j I) and v_j = S w_j,
@@ -39,9 +40,13 @@ def _control_variate(problem, value, sim, dW, dt, stride, generator, keep_graph=
     Milstein's term grad V . (Ds s), the derivative of s along itself, that multiplicative noise brings. These are the first two terms of Ito's expansion of e^{-rho t} V(X_t). Each has
     mean exactly zero because X_{t_j} does not see w_j (nor w~_j), whatever the coefficients are; so the
     derivatives are taken by central differences along v_j, v~_j (cheap forward passes), and their
-    O(step^2) error only costs a little variance, never bias. With ``keep_graph`` it is computed inside
-    autograd's graph (its derivative in the start point, also of mean zero, then corrects the pathwise
-    gradient labels the same way).
+    O(step^2) error only costs a little variance, never bias. The step moves the state by 1% of one unit of
+    the networks' input coordinate (:func:`~.networks.input_steps`): 1% of the domain's half-width, or with
+    ``input_scaling="log"`` 1% of log x's half-width in log x, so x times that. (A step fixed in x is
+    lost to rounding where x is large: at wealth 300 times the domain's, in float32, the second difference
+    was all rounding error and the targets came out thousands of times off.) With ``keep_graph`` it is
+    computed inside autograd's graph (its derivative in the start point, also of mean zero, then corrects
+    the pathwise gradient labels the same way).
     """
     n, P, m = dW.shape
     d = sim.x.shape[-1]
@@ -51,8 +56,11 @@ def _control_variate(problem, value, sim, dW, dt, stride, generator, keep_graph=
     flat_x = sim.x[idx].reshape(-1, d)
     flat_a = sim.a[idx].reshape(-1, sim.a.shape[-1])
     h = lengths.repeat_interleave(P).unsqueeze(-1)                                  # (n_cv P, 1)
-    lo, hi = problem.domain
-    spacing = 1e-2 * float((hi - lo).min()) / 2                                     # 1% of the domain's half-width
+    if input_scaling == "log":
+        spacing = 1e-2 * input_steps(problem, flat_x, "log").min(-1, keepdim=True).values   # (n_cv P, 1)
+    else:
+        lo, hi = problem.domain
+        spacing = 1e-2 * float((hi - lo).min()) / 2                                 # 1% of the domain's half-width
     with torch.set_grad_enabled(keep_graph):
         S = problem.diffusion(flat_x, flat_a)                                       # (n_cv P, d, m)
         w = blocks.reshape(-1, m)
@@ -98,7 +106,8 @@ def _control_variate(problem, value, sim, dW, dt, stride, generator, keep_graph=
 _PATH_STEPS = 1 << 17
 
 
-def _path_targets(problem, value, sim, horizon, dW, dt, use_cv, cv_stride, generator, keep_graph):
+def _path_targets(problem, value, sim, horizon, dW, dt, use_cv, cv_stride, generator, keep_graph,
+                  input_scaling="affine"):
     """(P, 1): each path's target, int e^{-rho t} r dt + e^{-rho T} value(X_T) (no bootstrap for
     ``value=None``) minus the control variate when ``use_cv``; inside autograd's graph with ``keep_graph``."""
     with torch.set_grad_enabled(keep_graph):
@@ -106,11 +115,13 @@ def _path_targets(problem, value, sim, horizon, dW, dt, use_cv, cv_stride, gener
         if value is not None:
             y = y + math.exp(-problem.rho * horizon) * value(sim.x_T)
     if use_cv:
-        y = y - _control_variate(problem, value, sim, dW, dt, cv_stride, generator, keep_graph=keep_graph)
+        y = y - _control_variate(problem, value, sim, dW, dt, cv_stride, generator, keep_graph=keep_graph,
+                                 input_scaling=input_scaling)
     return y
 
 
-def _targets_with_gradients(problem, policy, value, x0, horizon, dt, scheme, dW, use_cv, cv_stride, generator):
+def _targets_with_gradients(problem, policy, value, x0, horizon, dt, scheme, dW, use_cv, cv_stride, generator,
+                            input_scaling="affine"):
     """Per path from ``x0`` (P, d) with the increments ``dW``: the target y (P, 1), int e^{-rho t} r dt +
     e^{-rho T} value(X_T) minus the control variate when ``use_cv``, its end point X_T (P, d), and z (P, d),
     the derivative of y with respect to the start point, the noise held fixed (the pathwise derivative).
@@ -129,7 +140,8 @@ def _targets_with_gradients(problem, policy, value, x0, horizon, dt, scheme, dW,
         with torch.enable_grad():
             xc = x0[sl].detach().clone().requires_grad_(True)
             sim = simulate(problem, pol, xc, horizon, dt, scheme=scheme, dW=dW[:, sl], record=use_cv)
-            y = _path_targets(problem, value, sim, horizon, dW[:, sl], dt, use_cv, cv_stride, generator, True)
+            y = _path_targets(problem, value, sim, horizon, dW[:, sl], dt, use_cv, cv_stride, generator, True,
+                              input_scaling)
             (z,) = torch.autograd.grad(y.sum(), xc)
         ys.append(y.detach())
         ends.append(sim.x_T.detach())
@@ -141,7 +153,7 @@ def rollout_targets(problem: ControlProblem, policy: Callable, value: Callable |
                     horizon: float, dt: float, paths_per_state: int = 2, antithetic: bool = True,
                     scheme: str = "weak2", control_variate: bool = True, cv_stride: int = 1,
                     generator: torch.Generator | int | None = None, return_endpoints: bool = False,
-                    return_gradients: bool = False):
+                    return_gradients: bool = False, input_scaling: str = "affine"):
     """(B, d) -> (B, 1), (B, 1): Feynman–Kac targets y(x) and their standard errors (book: eq. (ch04-fk)).
 
     With ``return_endpoints`` also the end points X_T of every path, (paths_per_state, B, d). With
@@ -152,8 +164,12 @@ def rollout_targets(problem: ControlProblem, policy: Callable, value: Callable |
     the zero-mean control variate of eq. (ch04-cv): over blocks of ``cv_stride`` steps, the first- and
     second-order terms of Ito's expansion of e^{-rho t} value(X_t) (see :func:`_control_variate`);
     ``value=None`` means V = 0 (no bootstrap, no control variate). With ``antithetic`` every path has a
-    partner driven by -dW. Runs without building a graph.
+    partner driven by -dW. ``input_scaling`` ("affine" or "log": the value network's input coordinates,
+    x or log x) sets the control variate's difference step: 1% of one input unit. Runs without building a
+    graph.
     """
+    if input_scaling not in ("affine", "log"):
+        raise ValueError(f"input_scaling must be 'affine' or 'log', got {input_scaling!r}")
     if paths_per_state < 1 or (antithetic and paths_per_state % 2):
         raise ValueError(f"paths_per_state must be positive (and even when antithetic), got {paths_per_state}")
     B, d = x.shape
@@ -168,11 +184,13 @@ def rollout_targets(problem: ControlProblem, policy: Callable, value: Callable |
     x0 = x.repeat(paths_per_state, 1)
     use_cv = control_variate and value is not None
     if return_gradients:
-        y, x_T, z = _targets_with_gradients(problem, policy, value, x0, horizon, dt, scheme, dW, use_cv, cv_stride, g)
+        y, x_T, z = _targets_with_gradients(problem, policy, value, x0, horizon, dt, scheme, dW, use_cv, cv_stride, g,
+                                            input_scaling)
     else:
         with torch.no_grad():
             sim = simulate(problem, policy, x0, horizon, dt, scheme=scheme, dW=dW, record=use_cv)
-        y, x_T = _path_targets(problem, value, sim, horizon, dW, dt, use_cv, cv_stride, g, False), sim.x_T
+        y = _path_targets(problem, value, sim, horizon, dW, dt, use_cv, cv_stride, g, False, input_scaling)
+        x_T = sim.x_T
     y = y.reshape(paths_per_state, B, 1)
     mean = y.mean(0)
     if antithetic:  # pairs are dependent: the standard error comes from the pair means

@@ -297,7 +297,8 @@ class PolicyIteration(IterativeSolver):
         y, se, x_end, *z = rollout_targets(p, policy, None if first else self.value_net, x, T0 if first else T,
                                            dt0 if first else dt, paths, cfg.antithetic, cfg.scheme,
                                            cfg.control_variate, cfg.cv_stride, self._noise_gen,
-                                           return_endpoints=True, return_gradients=self.settings.gradient_labels)
+                                           return_endpoints=True, return_gradients=self.settings.gradient_labels,
+                                           input_scaling=self.settings.input_scaling)
         if not first:
             self._endpoints = clamp_to_box(p, x_end[0, :n_domain], self.settings.state_box,
                                            self.settings.input_scaling)
