@@ -98,8 +98,10 @@ class PolicyIterationConfig(SolverConfig):
     full-batch L-BFGS steps (None: 500 with the greedy policy, which reads grad V directly, 0 with the actor).
     ``value_fit="relative"`` weights each squared error by 1 / V_old(x)^2 (the
     previous iteration's value at the state, normalised to mean 1, :func:`relative_weights`): a fit by
-    relative error, for a value whose magnitude varies by orders over the states (the first fit, from
-    V_0 = 0, stays unweighted; the logged ``value_fit_mse`` is then the weighted one). ``value_sign`` (-1 or 1,
+    relative error, for a value whose magnitude varies by orders over the states (the logged
+    ``value_fit_mse`` is then the weighted one). The first fit has no V_old: a pre-fit gives it one (of
+    log(sign * y) for the ``value_sign`` network, else plain least squares), and the fit proper is weighted by
+    it. ``value_sign`` (-1 or 1,
     None: off) declares the value's sign and makes the value network sign * exp(N(x))
     (:class:`SignedExpValue`), so V keeps its sign and grad V / V is a smooth output of the network; the
     first targets must have that sign on average. Neither reads anything but the targets and V_old.

@@ -365,19 +365,36 @@ class PolicyIteration(IterativeSolver):
         to ``value_lr_final`` over the budget; returns the fit's mean squared error."""
         cfg = self.config
         first = self.iteration == 0
-        weights = None
-        if self.settings.value_fit == "relative" and not first:  # the first fit has no previous value: plain least squares
-            with torch.no_grad():
-                weights = relative_weights(self.value_net(x))
         frac = min(1.0, self.iteration / max(1, self.settings.iterations - 1))
         lr = cfg.value_lr * (cfg.value_lr_final / cfg.value_lr) ** frac
         for group in self.value_opt.param_groups:
             group["lr"] = lr
+        weights = None
+        if self.settings.value_fit == "relative":
+            if first:
+                self._prefit(x, y, it)
+            with torch.no_grad():
+                weights = relative_weights(self.value_net(x))
         # no polish on the first fit: its targets have no control variate, and L-BFGS would fit their noise
         return fit_value(self.value_net, x, y, self.value_opt, self.settings.value_steps, self.settings.value_batch,
                          self._batch_gen, it,
                          0 if first else self.settings.polish_steps, weights, z,
                          None if z is None else input_steps(self.problem, x, self.settings.input_scaling))
+
+    def _prefit(self, x: torch.Tensor, y: torch.Tensor, it: int) -> None:
+        """The first relative fit's stand-in for V_old, whose weights 1 / V_old^2 it takes: for the
+        ``value_sign`` network, N fitted to log(sign * y) (targets of the wrong sign, from noise, clamped to
+        1e-3 of the mean); else V fitted to y by plain least squares. Without it the first fit was plain least
+        squares, and where the first states' values span orders of magnitude (the replayed end points of
+        Merton's gamma = 5 span seven) the largest ones decided it: at the domain's centre the first fit was
+        500 times off and the run diverged (benchmarks/README.md)."""
+        st = self.settings
+        if isinstance(self.value_net, SignedExpValue):
+            m = y * self.value_net.sign
+            fit_value(self.value_net.net, x, m.clamp_min(1e-3 * float(m.mean())).log(), self.value_opt,
+                      st.value_steps, st.value_batch, self._batch_gen, it)
+        else:
+            fit_value(self.value_net, x, y, self.value_opt, st.value_steps, st.value_batch, self._batch_gen, it)
 
     def _diagnostics(self, mse: float, se: torch.Tensor, q: float, v_old, a_old) -> dict[str, float]:
         """The iteration's row: the fit, the targets' noise, the policy objective, the HJB residual, the changes
