@@ -223,6 +223,34 @@ def test_horizons_and_states_follow_a_loop_that_grows():
     assert bool(inside[:500].all()) and float(x[500:].abs().max()) > 2 * max(abs(lo), abs(hi))
 
 
+class CubicRunaway(hjb.ControlProblem):
+    """Defined here only: dX = (x^3 + a) dt + 0.3 dW on [-3, 3], reward -x^2 - 0.1 a^2, rho = 0.2. Its
+    linearisation at 0 is stabilised by the LQR feedback, but over most of the domain the cubic outgrows it."""
+
+    def __init__(self):
+        super().__init__(1, 1, 1, rho=0.2, domain=(-3.0, 3.0), additive_noise=True)
+
+    def drift(self, x, a):
+        return x ** 3 + a
+
+    def diffusion(self, x, a):
+        return torch.full_like(x, 0.3).unsqueeze(-1)
+
+    def reward(self, x, a):
+        return -x * x - 0.1 * a * a
+
+
+def test_a_loop_that_grows_faster_than_half_the_discount_takes_the_largest_region():
+    """Where the first policy's paths grow at g >= rho / 2, no finite horizon forgets the errors read at
+    their end points: the training region is the largest (MAX_TRAINING_REGION, without simulating the
+    paths) and the horizons fall back to rho's."""
+    from hjbcourse.solvers.policy_iteration.scales import MAX_TRAINING_REGION
+    cfg = hjb.PolicyIterationConfig.preset("quick", seed=0, progress=False)
+    solver = hjb.PolicyIteration(CubicRunaway(), cfg)
+    assert solver._initial is not None and solver._growth >= solver.problem.rho / 2
+    assert solver.region == MAX_TRAINING_REGION and solver._decay_rate == solver.problem.rho
+
+
 def test_the_iteration_budget_is_read_off_the_improvement():
     """None: 25 iterations with the greedy policy (its error keeps falling: lqr13 2.13% -> 1.82%), 15 with the
     actor (more drift further from Merton's answer); a number is kept, and bounds the run."""
