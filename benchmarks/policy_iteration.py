@@ -3,6 +3,7 @@
     python benchmarks/policy_iteration.py [--problems lqr merton lqr10] [--threads 1] [--preset quick]
     python benchmarks/policy_iteration.py --suite [--families lqr merton] [--names lqr0-1d-1a-stable ...]
         [--seeds 0 1 2] [--suite-seed 0] [--set key=value ...] [--json rows.json]
+    python benchmarks/policy_iteration.py --frozen 8 [--families merton] [--names ...] [--seeds 0] [--set ...]
 
 ``--suite`` runs every problem of ``hjb.suite.problem_suite(suite_seed)`` (or the subset named) with the
 preset and no per-problem setting, and prints per problem and seed: value and policy relative L2 errors
@@ -10,6 +11,8 @@ against the reference (closed form, or the finite-difference solution) over the 
 the closed-form constants' errors (P, K; pi, k), iterations, wall and CPU time, whether the run diverged
 (raised) and whether it ended unsettled (a ``PolicyIterationWarning``); then the share of runs within the targets (``SUITE_TARGETS``; Merton adds pi and k within 0.5%) and
 within the time limits (``TIME_LIMITS`` by dimension). ``--set`` overrides config fields (for ablations).
+``--frozen N`` runs N evaluations of each suite problem's optimal policy alone (:func:`frozen_evaluation`) and
+prints the value's error after each: how close the evaluation itself comes to V*.
 
 For each problem (``hjb.course.chapter_problem``) the solver runs iteration by iteration with
 ``hjb.course.chapter_config(problem, preset)``; after each iteration the errors against the closed form are read
@@ -121,6 +124,49 @@ def run_suite_entry(entry, preset: str, seed: int, overrides: dict) -> dict:
     return row
 
 
+def frozen_evaluation(entry, preset: str, seed: int, iterations: int, overrides: dict) -> list[float]:
+    """Policy evaluation alone: the solver's iterations with every rollout driven by the reference's optimal
+    policy instead of the current one (the improvement still runs, unused), so the value should converge to
+    V*. Returns the value's relative L2 error against the reference on the entry's states after each
+    iteration: the floor that the evaluation (fit, bootstrap, training states) sets for the whole method.
+    Where the reference's policy is not differentiable by autograd (the finite-difference references), the
+    pathwise gradient labels would miss its feedback, so they are turned off unless ``overrides`` sets them."""
+    ref = entry.reference()
+    probe = entry.states(4).requires_grad_(True)
+    if not ref.policy(probe).requires_grad:
+        overrides = {"gradient_labels": False, **overrides}
+    cfg = hjb.PolicyIterationConfig.preset(preset, seed=seed, progress=False, **overrides)
+    solver = hjb.PolicyIteration(entry.problem, cfg)
+    solver._policy = lambda fitted: ref.policy        # a diagnostic: the solver's rollout policy, replaced
+    x = entry.states()
+    v_star = ref.value(x)
+    errors = []
+    for _ in range(iterations):
+        solver.step()
+        with torch.no_grad():
+            v = solver.value_net(x.to(cfg.torch_dtype)).double()
+        errors.append(hjb.relative_l2(v, v_star))
+    return errors
+
+
+def main_frozen(args) -> None:
+    overrides = _parse_sets(args.set)
+    entries = hjb.suite.problem_suite(args.suite_seed, families=args.families, names=args.names)
+    n = args.frozen
+    print(f"Policy evaluation of the optimal policy alone (suite seed {args.suite_seed}), preset {args.preset!r}, "
+          f"{args.threads} CPU thread(s); value relative L2 % after each iteration")
+    print()
+    print("| problem | seed | " + " | ".join(str(i + 1) for i in range(n)) + " |")
+    print("|---|---|" + "---|" * n, flush=True)
+    for entry in entries:
+        for seed in args.seeds:
+            try:
+                cells = [f"{100 * e:.2f}" for e in frozen_evaluation(entry, args.preset, seed, n, overrides)]
+            except (hjb.DivergenceError, ValueError, RuntimeError) as e:   # reported, never hidden
+                cells = [f"{type(e).__name__}"] + ["-"] * (n - 1)
+            print(f"| {entry.name} | {seed} | " + " | ".join(cells) + " |", flush=True)
+
+
 def _constants(row) -> str:
     keys = [k for k in ("P_rel", "K_rel", "pi_rel", "k_rel") if k in row]
     return ", ".join(f"{k.split('_')[0]} {row[k]:.1e}" for k in keys) or "-"
@@ -161,6 +207,8 @@ def main_suite(args) -> list[dict]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", action="store_true", help="run the problem suite (hjb.suite) instead")
+    ap.add_argument("--frozen", type=int, default=0, metavar="N",
+                    help="evaluate the suite's optimal policies alone for N iterations (the evaluation's floor)")
     ap.add_argument("--families", nargs="+", default=None)
     ap.add_argument("--names", nargs="+", default=None)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -174,6 +222,9 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int, default=None, help="override the budget of policy iterations")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.frozen:
+        main_frozen(args)
+        return
     if args.suite:
         rows = main_suite(args)
         if args.json:
