@@ -152,17 +152,22 @@ class SignedExpValue(nn.Module):
         log(sign * y) (targets of the wrong sign, from noise, clamped to a small fraction of the mean),
         and ``out_scale`` = the spread of y."""
         with torch.no_grad():
-            m = y.mul(self.sign)
-            mean = float(m.mean())
-            if not mean > 0:
-                raise ValueError(f"value_sign={self.sign} but the first targets have mean {float(y.mean()):.3g}, "
-                                 f"of the other sign")
-            z = m.clamp_min(1e-3 * mean).log()
+            z = self.log_targets(y)
             self.net.out_shift.fill_(float(z.mean()))
             zs = float(z.std()) if z.numel() > 1 else 0.0
             self.net.out_scale.fill_(zs if zs > 0 else 1.0)
             ys = float(y.std()) if y.numel() > 1 else 0.0
             self.out_scale.fill_(ys if ys > 0 else mean)
+
+    def log_targets(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, 1) -> (B, 1): log(sign * y), the targets of N; those of the wrong sign (from noise) clamped to
+        1e-3 of the mean. A ``ValueError`` where the mean itself has the other sign."""
+        m = y.detach().mul(self.sign)
+        mean = float(m.mean())
+        if not mean > 0:
+            raise ValueError(f"value_sign={self.sign} but the first targets have mean {float(y.mean()):.3g}, "
+                             f"of the other sign")
+        return m.clamp_min(1e-3 * mean).log()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.sign * torch.exp(self.net(x))

@@ -174,7 +174,7 @@ class PolicyIteration(IterativeSolver):
         _, _, T0, dt0 = self.horizons()
         return training_region(self.problem, first, T0, dt0, cfg.scheme, make_generator(cfg.seed + 4, "cpu"),
                                dtype=cfg.torch_dtype, device=cfg.torch_device,
-                               extent=MAX_TRAINING_REGION if self.problem.rho <= 2 * self._growth else None)
+                               extent=MAX_TRAINING_REGION if self._outgrows_discount else None)
 
     def _initial_policy(self, greedy: bool):
         """The first policy of the greedy solver: the linearisation's LQR feedback (``initial_policy``
@@ -194,14 +194,20 @@ class PolicyIteration(IterativeSolver):
         return feedback
 
     @property
+    def _outgrows_discount(self) -> bool:
+        """Whether the first policy's paths grow at g >= rho / 2: a quadratic read along them, growing like
+        e^{2 g t}, then outweighs the discount, and no finite horizon forgets it."""
+        return self.problem.rho <= 2 * self._growth
+
+    @property
     def _decay_rate(self) -> float:
         """The rate at which the discounted weight of the value's errors read along the first policy's paths
         decays: rho for a loop that does not grow, rho - 2 g where its paths grow at the rate g (a quadratic
         read along them grows like e^{2 g t}), or rho itself where rho <= 2 g (no finite horizon forgets
         them; the training region is then the largest, :meth:`_training_region`). Only where the first policy
         is the linearisation's LQR feedback, whose value is quadratic near the linearisation; else rho."""
-        rho, g = self.problem.rho, self._growth
-        return rho - 2 * g if self._initial is not None and rho > 2 * g else rho
+        rho = self.problem.rho
+        return rho - 2 * self._growth if self._initial is not None and not self._outgrows_discount else rho
 
     def horizons(self) -> tuple[float, float, float, float]:
         """(T, dt, T0, dt0): the evaluation's horizon and step, and those of the first evaluation.
@@ -383,16 +389,15 @@ class PolicyIteration(IterativeSolver):
 
     def _prefit(self, x: torch.Tensor, y: torch.Tensor, it: int) -> None:
         """The first relative fit's stand-in for V_old, whose weights 1 / V_old^2 it takes: for the
-        ``value_sign`` network, N fitted to log(sign * y) (targets of the wrong sign, from noise, clamped to
-        1e-3 of the mean); else V fitted to y by plain least squares. Without it the first fit was plain least
+        ``value_sign`` network, N fitted to log(sign * y) (:meth:`SignedExpValue.log_targets`); else V fitted
+        to y by plain least squares. Without it the first fit was plain least
         squares, and where the first states' values span orders of magnitude (the replayed end points of
         Merton's gamma = 5 span seven) the largest ones decided it: at the domain's centre the first fit was
         500 times off and the run diverged (benchmarks/README.md)."""
         st = self.settings
         if isinstance(self.value_net, SignedExpValue):
-            m = y * self.value_net.sign
-            fit_value(self.value_net.net, x, m.clamp_min(1e-3 * float(m.mean())).log(), self.value_opt,
-                      st.value_steps, st.value_batch, self._batch_gen, it)
+            fit_value(self.value_net.net, x, self.value_net.log_targets(y), self.value_opt, st.value_steps,
+                      st.value_batch, self._batch_gen, it)
         else:
             fit_value(self.value_net, x, y, self.value_opt, st.value_steps, st.value_batch, self._batch_gen, it)
 
