@@ -222,6 +222,70 @@ def test_deep_bsde_learns_a_region(one_thread):
         sol.value(0.5, torch.zeros(1, 10))
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("skip", [True, False])
+def test_milstein_pieces_are_the_jacobians(depth, skip):
+    """w' J w and tr J of Z_theta (J = dZ_theta/dx), from one forward pass and the weights, equal autograd's
+    Jacobian, with and without the affine shortcut, at every depth; Z itself is unchanged."""
+    from hjbcourse.solvers.deep_bsde import _Model
+    torch.manual_seed(0)
+    m = _Model(hjb.HighDimLQG(7, lam=3.0), hjb.DeepBSDEConfig(depth=depth, width=9, linear_skip=skip), 1.0).double()
+    for prm in m.parameters():
+        torch.nn.init.normal_(prm, std=0.5)
+    t, x, w = torch.rand(5, 1, dtype=torch.float64), torch.randn(5, 7, dtype=torch.float64), torch.randn(5, 7, dtype=torch.float64)
+    Z, wJw, trJ = m.gradient_term_with_derivatives(t, x, w)
+    J = torch.stack([torch.autograd.functional.jacobian(lambda xx: m.gradient_term(t[i:i + 1], xx[None])[0], x[i])
+                     for i in range(5)])
+    assert torch.allclose(Z, m.gradient_term(t, x), atol=1e-13)
+    assert torch.allclose(wJw[:, 0], torch.einsum("ni,nij,nj->n", w, J, w), atol=1e-12)
+    assert torch.allclose(trJ[:, 0], torch.diagonal(J, dim1=1, dim2=2).sum(-1), atol=1e-12)
+    assert float(trJ.abs().max()) > 0.05   # a real trace was compared, not zeros
+
+
+def test_milstein_roll_out_is_closer_to_the_stochastic_integral():
+    """Over 8 coarse steps, sum Z_n . dW_n + sigma/2 (dW' J dW - tr J dt) is closer to int Z_theta . dW (64
+    fine steps per coarse one, the same Brownian path) than the Euler sum alone, and the added term has mean
+    zero. Measured: mean squared error 0.0095 against 0.0176 (a random network's J is not symmetric, and the
+    Levy areas that its antisymmetric part meets are not modelled)."""
+    from hjbcourse.solvers.deep_bsde import _Model
+    torch.manual_seed(0)
+    d, N, M, P = 5, 8, 64, 4000
+    q = hjb.HighDimLQG(d, lam=1.0)
+    m = _Model(q, hjb.DeepBSDEConfig(width=16, depth=2), 1.0).double()
+    for prm in m.parameters():
+        torch.nn.init.normal_(prm, std=0.3)
+    g = torch.Generator().manual_seed(1)
+    dt = 1.0 / (N * M)
+    dw = torch.randn(N * M, P, d, generator=g, dtype=torch.float64) * math.sqrt(dt)
+    X = torch.cat([torch.zeros(1, P, d, dtype=torch.float64), q.bsde_sigma * dw.cumsum(0)])
+    with torch.no_grad():
+        fine = sum((m.gradient_term(torch.full((P, 1), k * dt, dtype=torch.float64), X[k]) * dw[k]).sum(-1)
+                   for k in range(N * M))
+        dW = dw.reshape(N, M, P, d).sum(1)
+        euler = torch.zeros(P, dtype=torch.float64)
+        extra = torch.zeros(P, dtype=torch.float64)
+        for n in range(N):
+            Z, wJw, trJ = m.gradient_term_with_derivatives(torch.full((P, 1), n / N, dtype=torch.float64),
+                                                           X[n * M], dW[n])
+            euler += (Z * dW[n]).sum(-1)
+            extra += 0.5 * q.bsde_sigma * (wJw - trJ / N)[:, 0]
+    e_euler, e_mil = float((euler - fine).pow(2).mean()), float((euler + extra - fine).pow(2).mean())
+    assert e_mil < 0.7 * e_euler, (e_mil, e_euler)
+    assert abs(float(extra.mean())) < 4 * float(extra.std()) / math.sqrt(P)
+
+
+def test_deep_bsde_with_the_milstein_term(one_thread):
+    """The option runs the same solver: the short run of the test above captures the nonlinear correction
+    as well (measured: error 0.33 of the gap against 0.25 without the term, the same seed)."""
+    d = 5
+    p = hjb.HighDimLQG(d)
+    o = torch.zeros(1, d, dtype=torch.float64)
+    exact = float(p.exact_value(0.0, o))
+    gap = float(p.uncontrolled_cost(0.0, o)) - exact
+    sol = hjb.DeepBSDE(p, _small_cfg(milstein=True)).solve()
+    assert abs(sol.u0 - exact) < 0.4 * gap, (sol.u0, exact, gap)
+
+
 def test_divergence_names_the_iteration(one_thread):
     class Broken(hjb.HighDimLQG):
         def terminal_cost(self, x):
