@@ -179,6 +179,8 @@ def test_signed_exp_value_has_the_given_sign_and_starts_at_the_targets_scale():
         v.set_output_scale(y)
         assert float(v.out_shift) == pytest.approx(math.log(8.0) / 2)    # mean of log|y|
         assert float(v.out_scale) == pytest.approx(float(y.std()))        # loss units: the spread of y itself
+        v.set_output_scale(sign * torch.full((3, 1), 2.0, dtype=torch.float64))   # no spread: |mean| instead
+        assert float(v.out_scale) == pytest.approx(2.0) and float(v.net.out_scale) == 1.0
     with pytest.raises(ValueError, match="value_sign"):
         v.set_output_scale(-y)                                             # targets of the other sign
     with pytest.raises(ValueError, match="sign"):

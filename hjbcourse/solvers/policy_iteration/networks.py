@@ -157,7 +157,7 @@ class SignedExpValue(nn.Module):
             zs = float(z.std()) if z.numel() > 1 else 0.0
             self.net.out_scale.fill_(zs if zs > 0 else 1.0)
             ys = float(y.std()) if y.numel() > 1 else 0.0
-            self.out_scale.fill_(ys if ys > 0 else mean)
+            self.out_scale.fill_(ys if ys > 0 else self.sign * float(y.mean()))   # > 0: log_targets checked it
 
     def log_targets(self, y: torch.Tensor) -> torch.Tensor:
         """(B, 1) -> (B, 1): log(sign * y), the targets of N; those of the wrong sign (from noise) clamped to
