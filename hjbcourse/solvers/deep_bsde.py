@@ -84,9 +84,6 @@ class DeepBSDEConfig(SolverConfig):
         self._check_ints("n_steps", "iterations", "batch_size", "width", "depth", "value_width", "valid_size",
                          "refit_size", "log_every")
         self._check_positive_numbers("lr", "lr_final")
-        for name in ("linear_skip", "milstein"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not (isinstance(self.x0_radius, (int, float)) and math.isfinite(self.x0_radius) and self.x0_radius >= 0):
             raise ValueError(f"x0_radius must be a non-negative number, got {self.x0_radius!r}")
         if self.activation not in ("tanh", "softplus", "silu"):
