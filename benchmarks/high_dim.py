@@ -4,6 +4,7 @@ Run:  .venv/bin/python benchmarks/high_dim.py [--dims 1 10 50 100] [--threads 2]
       .venv/bin/python benchmarks/high_dim.py --lambdas 1 5 10 20 30 40 50 [--preset quick] [--seeds 0 1]
       .venv/bin/python benchmarks/high_dim.py --lambdas 50 500 --dim 1000 [--energy]
       .venv/bin/python benchmarks/high_dim.py --landscape 10 50 [--steps 40] [--milstein]
+      .venv/bin/python benchmarks/high_dim.py --lambdas 1 5 10 20 30 40 50 --preset quick --loss control
       .venv/bin/python benchmarks/high_dim.py --lambdas 1 10 50 --control-cost [--seeds 0 1]
 Prints three markdown tables: (1) error and time for each dimension, (2) u(0, x) learned over |x| <= 2 at
 d = 100, (3) the time-step bias of the Euler roll-out with the exact Z, against N. With --lambdas it prints
@@ -38,11 +39,11 @@ def at_origin(p) -> tuple[float, float]:
     return float(p.exact_value(0.0, origin)), float(p.uncontrolled_cost(0.0, origin))
 
 
-def curve_config(preset: str, seed: int, milstein: bool = False):
+def curve_config(preset: str, seed: int, milstein: bool = False, loss: str = "bsde"):
     """The deep BSDE config of the lambda curves: the quick preset, or the benchmark's ``SETTINGS``; with
-    ``milstein`` the roll-out's Ito-Taylor term (``DeepBSDEConfig.milstein``)."""
-    return (hjb.DeepBSDEConfig.preset("quick", seed=seed, progress=False, milstein=milstein) if preset == "quick"
-            else hjb.DeepBSDEConfig(seed=seed, milstein=milstein, **SETTINGS))
+    ``milstein`` the roll-out's Ito-Taylor term (``DeepBSDEConfig.milstein``), with ``loss`` the loss."""
+    return (hjb.DeepBSDEConfig.preset("quick", seed=seed, progress=False, milstein=milstein, loss=loss)
+            if preset == "quick" else hjb.DeepBSDEConfig(seed=seed, milstein=milstein, loss=loss, **SETTINGS))
 
 
 def run_dim(d: int, seed: int = 0, **over):
@@ -54,23 +55,27 @@ def run_dim(d: int, seed: int = 0, **over):
     return p, sol, exact, uncontrolled, time.process_time() - cpu
 
 
-def lambda_curve(lambdas, preset: str, seeds, d: int = 100, milstein: bool = False) -> None:
+def lambda_curve(lambdas, preset: str, seeds, d: int = 100, milstein: bool = False, loss: str = "bsde") -> None:
     """The deep BSDE paper's figure, scored: u(0, 0) against lambda, with the uncontrolled cost beside it."""
     settings = ("the quick preset" if preset == "quick" else f"settings {SETTINGS}") + (
-        ", milstein=True" if milstein else "")
+        ", milstein=True" if milstein else "") + f", loss={loss!r}"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "
           f"d = {d}, {settings}\n")
-    print("| lambda | exact u(0,0) | E g(X_T) | G | G / u | seed | learned | rel. error | error / G | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| lambda | exact u(0,0) | E g(X_T) | G | G / u | seed | learned (s.e.) | rel. error | error / G | wall s "
+          "| CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for lam in lambdas:
         p = hjb.HighDimLQG(dim=d, T=1.0, lam=lam)
         exact, unc = at_origin(p)
         gap = unc - exact
         for seed in seeds:
-            sol = hjb.DeepBSDE(p, curve_config(preset, seed, milstein)).solve()
+            cpu = time.process_time()
+            sol = hjb.DeepBSDE(p, curve_config(preset, seed, milstein, loss)).solve()
+            cpu = time.process_time() - cpu
             err = sol.u0 - exact
             print(f"| {lam:g} | {exact:.6f} | {unc:.6f} | {gap:.4f} | {gap / exact:.2%} | {seed} | {sol.u0:.6f} "
-                  f"| {abs(err) / exact:.2e} | {err / gap:+.2f} | {sol.seconds:.0f} |", flush=True)
+                  f"({sol.u0_stderr:.1e}) | {abs(err) / exact:.2e} | {err / gap:+.3f} | {sol.seconds:.0f} | {cpu:.0f} |",
+                  flush=True)
 
 
 def gradient_energy(lambdas, preset: str, seeds, d: int, paths: int = 2000, n_steps: int = 20) -> None:
@@ -227,7 +232,10 @@ def main():
     ap.add_argument("--landscape", type=float, nargs="+", help="print the loss along c Z* at these lambdas")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--control-cost", action="store_true", help="with --lambdas: Z trained by its control's "
-                    "cost along its own paths, u(0, 0) estimated by that cost (control_cost_curve)")
+                    "cost along its own paths, u(0, 0) estimated by that cost (control_cost_curve, the first "
+                    "version, kept for its table in benchmarks/README.md)")
+    ap.add_argument("--loss", choices=("bsde", "control"), default="bsde",
+                    help="with --lambdas: the solver's loss (DeepBSDEConfig.loss)")
     ap.add_argument("--milstein", action="store_true", help="with --lambdas or --landscape: the roll-out's "
                     "Ito-Taylor term (DeepBSDEConfig.milstein)")
     ap.add_argument("--energy", action="store_true", help="with --lambdas: the learned and exact gradients' "
@@ -241,7 +249,7 @@ def main():
         gradient_energy(args.lambdas, args.preset, args.seeds, d=args.dim)
         return
     if args.lambdas:
-        lambda_curve(args.lambdas, args.preset, args.seeds, d=args.dim, milstein=args.milstein)
+        lambda_curve(args.lambdas, args.preset, args.seeds, d=args.dim, milstein=args.milstein, loss=args.loss)
         return
     if args.landscape:
         loss_landscape(args.landscape, args.steps, milstein=args.milstein)

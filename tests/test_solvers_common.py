@@ -66,6 +66,11 @@ CASES = {
         hjb.DeepBSDEConfig.preset("quick", seed=2, n_steps=5, iterations=30, batch_size=16, width=8,
                                   valid_size=16, refit_size=64, log_every=10, progress=False),
         _finite_horizon),
+    "deep_bsde_control": Case(
+        hjb.DeepBSDE, lambda: hjb.HighDimLQG(2),
+        hjb.DeepBSDEConfig.preset("quick", seed=2, n_steps=5, iterations=30, batch_size=16, width=8, loss="control",
+                                  valid_size=16, refit_size=64, log_every=10, progress=False),
+        _finite_horizon),
     "score_matching": Case(
         hjb.ScoreMatching, lambda: hjb.GaussianMixture.example(dtype=torch.float32),
         hjb.ScoreMatchingConfig.preset("quick", seed=5, iterations=12, batch_size=32, hidden=8, eval_every=6,

@@ -10,6 +10,19 @@ Euler step  Y_{n+1} = Y_n + F(Y_n, Z_n) dt + Z_n . (W_{t_{n+1}} - W_{t_n})  forw
 minimising the terminal mismatch E|Y_N - g(X_N)|^2. The minimum is zero only for the true (u, grad u), up to
 the O(dt) error of the Euler step.
 
+A second loss (``loss="control"``, the chapter's "A loss that sees the control"): the gradient network also
+defines a feedback, m = optimal_action(t, x, Z_theta / sigma). Training then minimises that control's own cost
+J = E[int running cost dt + g(X_T)] along the *controlled* Euler paths dX = drift(t, X, m) dt + sigma dW
+(gradient through the paths), and u(0, .) is estimated by J less the martingale int Z_theta . dW (mean zero).
+By the verification identity J - u(0, x) = E int |m - m*|^2 dt for the Han-Jentzen-E problem (in general the
+integrated Hamiltonian gap), so the estimate is of second order in Z's error and never below u, where the
+backward SDE's y0 is of first order. The controlled paths meet a feedback whose rate grows as t -> T (the
+value's gradient sharpens toward grad g), so their grid is t_n = T (1 - (1 - n/N)^2), with steps that shrink
+like sqrt(T - t), and Z_theta is multiplied by exp(gamma(t)), a learned scalar function of time, because a
+tanh network of (t, x) represents a gain that grows with t poorly (a product of t and x). The estimate is a
+Richardson extrapolation 2 J_fine - J_coarse on coupled paths (4N and 8N steps of the same grid family,
+the coarse increments sums of the fine ones), which removes the first-order bias of the Euler step.
+
 Design (explained in the chapter): the forward process does not depend on the networks, so the whole path
 is drawn first and Z_theta is evaluated on all N x B points (t_n, X_{t_n}) in one batched call; a single
 time-conditioned network replaces the paper's N per-step subnetworks. u(0, .) is one learned number when
@@ -31,7 +44,7 @@ from torch import nn
 
 from ..nets import MLP
 from ..runtime import _forked_rng, make_generator
-from ..training import History, SolverConfig, check_finite
+from ..training import DivergenceError, History, SolverConfig, check_finite
 from .base import IterativeSolver, restore_generator
 
 __all__ = ["DeepBSDEConfig", "DeepBSDE", "DeepBSDESolution"]
@@ -51,6 +64,8 @@ class DeepBSDEConfig(SolverConfig):
     back its curvature along Z = c Z*, which the Euler loss loses at large lambda; the trained estimates did
     not improve at the quick budget, and it costs about 1.3 times the time, so it is off by default
     (benchmarks/README.md).
+    ``loss`` is "bsde" (the terminal mismatch of the backward SDE along uncontrolled paths) or "control" (the
+    cost of the control that Z_theta prescribes along its own paths; module docstring).
     ``x0_radius`` > 0 learns u(0, x) on |x| <= x0_radius with a network of ``value_width`` units, 0 learns
     u(0, 0) only (refitted at the end on ``refit_size`` fresh paths). ``log_every`` sets how often the history
     records a row (the loss on a fixed
@@ -65,6 +80,7 @@ class DeepBSDEConfig(SolverConfig):
     activation: str = "tanh"
     linear_skip: bool = True
     milstein: bool = False
+    loss: str = "bsde"
     lr: float = 5e-3
     lr_final: float = 5e-5
     x0_radius: float = 0.0
@@ -86,6 +102,15 @@ class DeepBSDEConfig(SolverConfig):
         self._check_positive_numbers("lr", "lr_final")
         if not (isinstance(self.x0_radius, (int, float)) and math.isfinite(self.x0_radius) and self.x0_radius >= 0):
             raise ValueError(f"x0_radius must be a non-negative number, got {self.x0_radius!r}")
+        if self.loss not in ("bsde", "control"):
+            raise ValueError(f"loss must be 'bsde' or 'control', got {self.loss!r}")
+        if self.milstein and self.loss != "bsde":
+            raise ValueError("milstein=True adds a term to the backward SDE's roll-out; it needs loss='bsde'")
+        if self.x0_radius > 0 and self.loss != "bsde":
+            # measured: the labels' noise (3% of u per path) makes a 20-d fit of u(0, .) on 4096 paths 3-4% off
+            # at its worst, against 0.6-0.8% for the labels' own bias; a region needs more than a refit here
+            raise ValueError("x0_radius > 0 (u(0, .) over a ball) is learned with loss='bsde' only; "
+                             "loss='control' estimates u(0, 0)")
         if self.activation not in ("tanh", "softplus", "silu"):
             raise ValueError(f"activation must be 'tanh', 'softplus' or 'silu', got {self.activation!r}")
 
@@ -110,6 +135,12 @@ class _Model(nn.Module):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
+        # with the control loss, Z is scaled by exp(gamma(t)): the feedback's gain grows as t -> T
+        self.gain = None
+        if cfg.loss == "control":
+            self.gain = MLP(1, 1, width=16, depth=1, activation=cfg.activation, in_low=[0.0], in_high=[T])
+            nn.init.zeros_(self.gain.out.weight)
+            nn.init.zeros_(self.gain.out.bias)
         self.pointwise = cfg.x0_radius == 0.0
         if self.pointwise:
             self.y0 = nn.Parameter(torch.tensor(float(y0_guess)))
@@ -129,6 +160,8 @@ class _Model(nn.Module):
         z = self.z(tx)
         if self.skip is not None:
             z = z + self.skip(tx * self.in_scale)
+        if self.gain is not None:
+            z = z * torch.exp(self.gain(t))
         return self.out_scale * z
 
     def gradient_term_with_derivatives(self, t: torch.Tensor, x: torch.Tensor, w: torch.Tensor):
@@ -185,7 +218,9 @@ class DeepBSDESolution:
 
     When u(0, .) is learned at the origin only, ``u0`` is the minimiser of the loss in y0 with Z_theta frozen
     (a Monte Carlo mean over fresh paths, standard error ``u0_stderr``) and ``u0_sgd`` the last iterate of
-    Adam; over a region, ``u0`` is the network's value at the origin."""
+    Adam; over a region, ``u0`` is the network's value at the origin. With ``loss="control"``, ``u0`` is the
+    Richardson estimate of the learned control's cost less its martingale (an upper bound on u(0, 0) up to its
+    standard error) and ``u0_sgd`` the y0 fitted in training to the same quantity on the training grid."""
 
     problem: object
     config: DeepBSDEConfig
@@ -251,11 +286,13 @@ class DeepBSDE(IterativeSolver):
                 "state_dim")
 
     def __init__(self, problem, config: DeepBSDEConfig | None = None):
-        missing = [n for n in self.REQUIRED if not hasattr(problem, n)]
+        cfg = DeepBSDEConfig() if config is None else config
+        need = self.REQUIRED + (("drift", "reward") if getattr(cfg, "loss", "bsde") == "control" else ())
+        missing = [n for n in need if not hasattr(problem, n)]
         if missing:
-            raise ValueError(f"problem must provide a backward-SDE form ({', '.join(self.REQUIRED)}); "
+            raise ValueError(f"problem must provide a backward-SDE form ({', '.join(need)}); "
                              f"{type(problem).__name__} lacks {', '.join(missing)}")
-        cfg = self._init_run(DeepBSDEConfig() if config is None else config)
+        cfg = self._init_run(cfg)
         start = time.perf_counter()
         self.problem = problem
         kw = dict(dtype=cfg.torch_dtype, device=cfg.torch_device)
@@ -267,7 +304,9 @@ class DeepBSDE(IterativeSolver):
             self.model = _Model(problem, cfg, y0_guess).to(**kw)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=self._decay())
-        self.valid_paths = self._paths(cfg.valid_size, make_generator(cfg.seed + 1, "cpu"))
+        valid_g = make_generator(cfg.seed + 1, "cpu")
+        self.valid_paths = (self._noise(cfg.valid_size, cfg.n_steps, valid_g) if cfg.loss == "control"
+                            else self._paths(cfg.valid_size, valid_g))
         self.origin = torch.zeros(1, problem.state_dim, **kw)
         self.gradient_steps = 0
         self.loss = math.nan
@@ -301,6 +340,69 @@ class DeepBSDE(IterativeSolver):
         kw = dict(dtype=cfg.torch_dtype, device=cfg.torch_device)
         return X.to(**kw), dW.to(**kw)
 
+    # -- the control loss: paths under the feedback that Z_theta prescribes ------------------------------
+    def _grid(self, n: int) -> list[float]:
+        """The n + 1 times t_k = T (1 - (1 - k/n)^2) of the controlled paths: steps that shrink like sqrt(T - t)."""
+        T = self.problem.T
+        return [T * (1.0 - (1.0 - k / n) ** 2) for k in range(n + 1)]
+
+    def _noise(self, n: int, n_steps: int, g: torch.Generator):
+        """n initial states (n, d) and Brownian increments (n_steps, n, d) on :meth:`_grid`, and the grid."""
+        cfg, p = self.config, self.problem
+        ts = self._grid(n_steps)
+        x0 = p.sample_initial_states(n, cfg.x0_radius, generator=g, dtype=torch.float64)
+        dW = torch.randn(n_steps, n, p.state_dim, generator=g, dtype=torch.float64)
+        dW = dW * torch.tensor(ts, dtype=torch.float64).diff().sqrt().view(-1, 1, 1)
+        kw = dict(dtype=cfg.torch_dtype, device=cfg.torch_device)
+        return x0.to(**kw), dW.to(**kw), ts
+
+    def _control_step(self, model: _Model, t: float, h: float, x: torch.Tensor, w: torch.Tensor):
+        """One Euler step of the controlled state: (next x, running cost * h, Z . w), each for the batch."""
+        p = self.problem
+        tt = torch.full((x.shape[0], 1), t, dtype=x.dtype, device=x.device)
+        z = model.gradient_term(tt, x)
+        a = p.optimal_action(t, x, z / p.bsde_sigma)
+        cost = -p.reward(t, x, a) * h
+        return x + p.drift(t, x, a) * h + p.bsde_sigma * w, cost, (z * w).sum(-1, keepdim=True)
+
+    def _controlled(self, model: _Model, x0: torch.Tensor, dW: torch.Tensor, ts) -> tuple[torch.Tensor, torch.Tensor]:
+        """The control's cost int running cost dt + g(X_N) (B, 1) along its own Euler paths, and the
+        martingale sum Z . dW (B, 1) along them."""
+        x, cost, mart = x0, 0.0, 0.0
+        for n in range(len(ts) - 1):
+            x, c, m = self._control_step(model, ts[n], ts[n + 1] - ts[n], x, dW[n])
+            cost, mart = cost + c, mart + m
+        return cost + self.problem.terminal_cost(x), mart
+
+    @torch.no_grad()
+    def _control_estimates(self, model: _Model, x0: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """(B, d) -> (B, 1): per path, 2 E_fine - E_coarse with E = cost - martingale along the learned control's
+        paths from x0, on 8N and 4N steps of :meth:`_grid` driven by the same Brownian path (Richardson: the
+        first-order bias of the Euler step cancels). Its mean over paths estimates u(0, x0) from above."""
+        cfg, p = self.config, self.problem
+        coarse_steps = 4 * cfg.n_steps
+        tf = self._grid(2 * coarse_steps)
+        B, d = x0.shape
+        xf = xc = x0
+        ef = ec = torch.zeros(B, 1, dtype=x0.dtype, device=x0.device)
+        for k in range(coarse_steps):
+            t0, t1, t2 = tf[2 * k], tf[2 * k + 1], tf[2 * k + 2]
+            w1 = torch.randn(B, d, generator=g, dtype=torch.float64) * math.sqrt(t1 - t0)
+            w2 = torch.randn(B, d, generator=g, dtype=torch.float64) * math.sqrt(t2 - t1)
+            w1, w2 = w1.to(x0), w2.to(x0)
+            for t, h, w in ((t0, t1 - t0, w1), (t1, t2 - t1, w2)):
+                xf, c, m = self._control_step(model, t, h, xf, w)
+                ef = ef + c - m
+            xc, c, m = self._control_step(model, t0, t2 - t0, xc, w1 + w2)
+            ec = ec + c - m
+        return 2.0 * (ef + p.terminal_cost(xf)) - (ec + p.terminal_cost(xc))
+
+    def _control_loss(self, model: _Model, x0: torch.Tensor, dW: torch.Tensor, ts) -> tuple[torch.Tensor, ...]:
+        """(the control's mean cost, the squared error of u(0, .) against each path's cost - martingale)."""
+        cost, mart = self._controlled(model, x0, dW, ts)
+        fit = (model.initial_value(x0) - (cost - mart).detach()).pow(2).mean()
+        return cost.mean(), fit
+
     def _mismatch(self, model: _Model, X: torch.Tensor, dW: torch.Tensor) -> torch.Tensor:
         """(N+1, B, d), (N, B, d) -> (B, 1): Y_N - g(X_N) after the Euler roll-out of the backward SDE."""
         p = self.problem
@@ -325,15 +427,29 @@ class DeepBSDE(IterativeSolver):
         return y - p.terminal_cost(X[-1])
 
     def _gradient_step(self) -> None:
-        """One Adam step on the terminal mismatch of a fresh batch of paths, then one step of the schedule."""
-        X, dW = self._paths(self.config.batch_size, self.g)
-        loss = self._mismatch(self.model, X, dW).pow(2).mean()
+        """One Adam step on a fresh batch of paths (the terminal mismatch, or the control's cost plus the fit of
+        u(0, .) to each path's cost less its martingale), then one step of the schedule."""
+        cfg = self.config
+        if cfg.loss == "control":
+            try:
+                cost, fit = self._control_loss(self.model, *self._noise(cfg.batch_size, cfg.n_steps, self.g))
+            except ValueError as err:       # the problem's drift refuses a state that is no longer finite
+                if "finite" not in str(err):
+                    raise
+                raise DivergenceError(
+                    f"the controlled state blew up at iteration {self.gradient_steps}: the learned feedback is "
+                    f"too stiff for {cfg.n_steps} explicit Euler steps; raise n_steps or lower lr") from err
+            check_finite(cost, "the control's cost", self.gradient_steps)
+            loss, shown = cost + fit, cost
+        else:
+            X, dW = self._paths(cfg.batch_size, self.g)
+            loss = shown = self._mismatch(self.model, X, dW).pow(2).mean()
         check_finite(loss, "loss", self.gradient_steps)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.sched.step()
-        self.loss = float(loss.detach())
+        self.loss = float(shown.detach())
         self.gradient_steps += 1
 
     def _step(self, it: int) -> dict[str, float]:
@@ -343,7 +459,10 @@ class DeepBSDE(IterativeSolver):
             if self._logged(last) or self.gradient_steps >= self.config.iterations:
                 break
         with torch.no_grad():
-            valid = self._mismatch(self.model, *self.valid_paths).pow(2).mean()
+            if self.config.loss == "control":
+                valid = self._controlled(self.model, *self.valid_paths)[0].mean()
+            else:
+                valid = self._mismatch(self.model, *self.valid_paths).pow(2).mean()
             u0 = float(self.model.initial_value(self.origin))
         check_finite(valid, "validation loss", last)
         return {"iteration": last, "loss": self.loss, "valid_loss": valid, "u0": u0,
@@ -355,8 +474,9 @@ class DeepBSDE(IterativeSolver):
         model = copy.deepcopy(self.model)
         u0_sgd = float(model.initial_value(self.origin).detach())
         u0, stderr = u0_sgd, math.nan
+        g = make_generator(self.config.seed + 2, "cpu")
         if model.pointwise:
-            u0, stderr = self._refit(model, make_generator(self.config.seed + 2, "cpu"))
+            u0, stderr = self._refit(model, g)
             with torch.no_grad():
                 model.y0.fill_(u0)
         model.eval()
@@ -365,21 +485,36 @@ class DeepBSDE(IterativeSolver):
 
     @torch.no_grad()
     def _refit(self, model: _Model, g: torch.Generator) -> tuple[float, float]:
-        """The loss's minimiser in y0 with Z_theta frozen, E[g(X_N) - sum F dt - sum Z dW], on fresh paths.
+        """The loss's minimiser in y0 with Z_theta frozen, E[g(X_N) - sum F dt - sum Z dW], on fresh paths
+        (with the control loss: the Richardson estimate of the control's cost less its martingale).
 
         The last iterate of Adam wanders around that minimiser by about lr times the gradient noise; the
         mean over ``refit_size`` paths removes that wander, and its standard error is reported.
         """
-        chunks = []
-        left = self.config.refit_size
+        est = self._labels(model, g)[1]
+        return float(est.mean()), float(est.std() / math.sqrt(est.shape[0]))
+
+    @torch.no_grad()
+    def _labels(self, model: _Model, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``refit_size`` fresh initial states x0 and, per path, an estimate of u(0, x0) with Z_theta frozen:
+        g(X_N) - sum F dt - sum Z dW (bsde), or the Richardson estimate of the control's cost less its
+        martingale (control; :meth:`_control_estimates`)."""
+        cfg, states, chunks = self.config, [], []
+        left = cfg.refit_size
         while left > 0:
             n = min(left, 4096)
-            X, dW = self._paths(n, g)
-            y0 = model.initial_value(X[0])
-            chunks.append((y0 - self._mismatch(model, X, dW)).to(torch.float64))
+            if cfg.loss == "control":
+                x0 = self.problem.sample_initial_states(n, cfg.x0_radius, generator=g, dtype=torch.float64)
+                x0 = x0.to(dtype=cfg.torch_dtype, device=cfg.torch_device)
+                est = self._control_estimates(model, x0, g)
+            else:
+                X, dW = self._paths(n, g)
+                x0 = X[0]
+                est = model.initial_value(x0) - self._mismatch(model, X, dW)
+            states.append(x0)
+            chunks.append(est.to(torch.float64))
             left -= n
-        est = torch.cat(chunks)
-        return float(est.mean()), float(est.std() / math.sqrt(est.shape[0]))
+        return torch.cat(states), torch.cat(chunks)
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def _state(self) -> dict:
