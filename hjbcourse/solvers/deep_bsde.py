@@ -367,7 +367,15 @@ class DeepBSDE(IterativeSolver):
         z = model.gradient_term(tt, x)
         a = p.optimal_action(t, x, z / p.bsde_sigma)
         cost = -p.reward(t, x, a) * h
-        return x + p.drift(t, x, a) * h + p.bsde_sigma * w, cost, (z * w).sum(-1, keepdim=True)
+        try:
+            drift = p.drift(t, x, a)
+        except ValueError as err:       # the problem's drift refuses a state that is no longer finite
+            if "finite" not in str(err):
+                raise
+            raise DivergenceError(
+                f"the controlled state blew up at iteration {self.gradient_steps}: the learned feedback is too "
+                f"stiff for {self.config.n_steps} explicit Euler steps; raise n_steps or lower lr") from err
+        return x + drift * h + p.bsde_sigma * w, cost, (z * w).sum(-1, keepdim=True)
 
     def _controlled(self, model: _Model, x0: torch.Tensor, dW: torch.Tensor, ts) -> tuple[torch.Tensor, torch.Tensor]:
         """The control's cost int running cost dt + g(X_N) (B, 1) along its own Euler paths, and the
@@ -435,14 +443,7 @@ class DeepBSDE(IterativeSolver):
         u(0, .) to each path's cost less its martingale), then one step of the schedule."""
         cfg = self.config
         if cfg.loss == "control":
-            try:
-                cost, fit = self._control_loss(self.model, *self._noise(cfg.batch_size, cfg.n_steps, self.g))
-            except ValueError as err:       # the problem's drift refuses a state that is no longer finite
-                if "finite" not in str(err):
-                    raise
-                raise DivergenceError(
-                    f"the controlled state blew up at iteration {self.gradient_steps}: the learned feedback is "
-                    f"too stiff for {cfg.n_steps} explicit Euler steps; raise n_steps or lower lr") from err
+            cost, fit = self._control_loss(self.model, *self._noise(cfg.batch_size, cfg.n_steps, self.g))
             check_finite(cost, "the control's cost", self.gradient_steps)
             loss, shown = cost + fit, cost
         else:
@@ -478,9 +479,8 @@ class DeepBSDE(IterativeSolver):
         model = copy.deepcopy(self.model)
         u0_sgd = float(model.initial_value(self.origin).detach())
         u0, stderr = u0_sgd, math.nan
-        g = make_generator(self.config.seed + 2, "cpu")
         if model.pointwise:
-            u0, stderr = self._refit(model, g)
+            u0, stderr = self._refit(model, make_generator(self.config.seed + 2, "cpu"))
             with torch.no_grad():
                 model.y0.fill_(u0)
         model.eval()
@@ -495,30 +495,20 @@ class DeepBSDE(IterativeSolver):
         The last iterate of Adam wanders around that minimiser by about lr times the gradient noise; the
         mean over ``refit_size`` paths removes that wander, and its standard error is reported.
         """
-        est = self._labels(model, g)[1]
-        return float(est.mean()), float(est.std() / math.sqrt(est.shape[0]))
-
-    @torch.no_grad()
-    def _labels(self, model: _Model, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``refit_size`` fresh initial states x0 and, per path, an estimate of u(0, x0) with Z_theta frozen:
-        g(X_N) - sum F dt - sum Z dW (bsde), or the Richardson estimate of the control's cost less its
-        martingale (control; :meth:`_control_estimates`)."""
-        cfg, states, chunks = self.config, [], []
+        cfg, chunks = self.config, []
         left = cfg.refit_size
         while left > 0:
             n = min(left, 4096)
             if cfg.loss == "control":
                 x0 = self.problem.sample_initial_states(n, cfg.x0_radius, generator=g, dtype=torch.float64)
-                x0 = x0.to(dtype=cfg.torch_dtype, device=cfg.torch_device)
-                est = self._control_estimates(model, x0, g)
+                est = self._control_estimates(model, x0.to(dtype=cfg.torch_dtype, device=cfg.torch_device), g)
             else:
                 X, dW = self._paths(n, g)
-                x0 = X[0]
-                est = model.initial_value(x0) - self._mismatch(model, X, dW)
-            states.append(x0)
+                est = model.initial_value(X[0]) - self._mismatch(model, X, dW)
             chunks.append(est.to(torch.float64))
             left -= n
-        return torch.cat(states), torch.cat(chunks)
+        est = torch.cat(chunks)
+        return float(est.mean()), float(est.std() / math.sqrt(est.shape[0]))
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def _state(self) -> dict:
