@@ -5,22 +5,19 @@ Run:  .venv/bin/python benchmarks/high_dim.py [--dims 1 10 50 100] [--threads 2]
       .venv/bin/python benchmarks/high_dim.py --lambdas 50 500 --dim 1000 [--energy]
       .venv/bin/python benchmarks/high_dim.py --landscape 10 50 [--steps 40] [--milstein]
       .venv/bin/python benchmarks/high_dim.py --lambdas 1 5 10 20 30 40 50 --preset quick --loss control
-      .venv/bin/python benchmarks/high_dim.py --lambdas 1 10 50 --control-cost [--seeds 0 1]
 Prints three markdown tables: (1) error and time for each dimension, (2) u(0, x) learned over |x| <= 2 at
 d = 100, (3) the time-step bias of the Euler roll-out with the exact Z, against N. With --lambdas it prints
 the lambda curve at d = 100 instead (issue 21): exact u(0, 0), the uncontrolled cost E g(X_T), the control
 gap G = E g(X_T) - u(0, 0), the learned u(0, 0), its relative error and its error as a share of G. With
 --landscape it prints the deep BSDE loss along Z = c Z* (Z* the exact sigma grad u, on the Euler grid of
 --steps steps) and the u(0, 0) that each c implies: how flat the loss is where the estimate moves.
---milstein adds the roll-out's Ito-Taylor term (``DeepBSDEConfig.milstein``) to the curve or the landscape.
---control-cost prints the lambda curve of a second route (``control_cost_curve``): Z trained by its control's
-cost, u(0, 0) estimated by that cost.
+--milstein adds the roll-out's Ito-Taylor term (``DeepBSDEConfig.milstein``) to the curve or the landscape;
+--loss control runs the curve with the solver's control loss (``DeepBSDEConfig.loss``).
 The headline: at d = 100, u(0, 0) within 0.2% of 4.5901617 in at most 10 minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 
@@ -158,67 +155,6 @@ def loss_landscape(lambdas, n_steps: int, d: int = 100, paths: int = 4000, milst
         print(f"| {lam:g} | " + " | ".join(cells) + " |", flush=True)
 
 
-def control_cost_curve(lambdas, seeds, d: int = 100, n_steps: int = 20, iterations: int = 300,
-                       eval_steps=(20, 80, 320), eval_paths: int = 8192) -> None:
-    """A second route to u(0, 0), not in the package: train Z_theta (the quick preset's network) by the cost of
-    its own control m = -sqrt(lambda) Z / sigma along its own Euler paths, J(m) = E[int |m|^2 dt + g(X_T)]
-    (pathwise gradient through ``n_steps`` steps, the quick preset's batch, learning rates and iterations),
-    then estimate u(0, 0) by that cost on fresh paths with finer steps, less the martingale int Z . dW along
-    them (mean zero; with the exact Z the estimate has no variance at all). J(m) - u(0, 0) is the verification
-    gap E int |m - m*|^2 dt (plus the Euler bias of ``eval_steps``), so the error is of second order in
-    Z's error and never negative, unlike the deep BSDE's y0, which is of first order."""
-    print(f"d = {d}; Z trained by its control's cost ({iterations} Adam steps, {n_steps} Euler steps, the quick "
-          f"preset's batch and learning rates), estimated on {eval_paths} fresh paths\n")
-    print("| lambda | exact u(0,0) | G | seed | train s | " + " | ".join(
-        f"N = {n}: error / G (s.e.)" for n in eval_steps) + " | rel. error (N = " + str(eval_steps[-1]) + ") |")
-    print("|---|---|---|---|---|" + "---|" * len(eval_steps) + "---|")
-    for lam in lambdas:
-        p = hjb.HighDimLQG(dim=d, T=1.0, lam=lam)
-        exact, unc = at_origin(p)
-        gap = unc - exact
-        sig, root = p.bsde_sigma, math.sqrt(lam)
-        for seed in seeds:
-            cfg = hjb.DeepBSDEConfig.preset("quick", seed=seed, progress=False, n_steps=n_steps,
-                                            iterations=iterations)
-            model = hjb.DeepBSDE(p, cfg).model            # the network and its initialisation, seeded
-            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-            decay = (cfg.lr_final / cfg.lr) ** (1.0 / max(iterations - 1, 1))
-            g = torch.Generator().manual_seed(seed + 7)
-
-            def roll(n, B, gen, grad):
-                x, cost, mart, h = torch.zeros(B, d), torch.zeros(B, 1), torch.zeros(B, 1), 1.0 / n
-                with torch.set_grad_enabled(grad):
-                    for k in range(n):
-                        z = model.gradient_term(torch.full((B, 1), k * h), x)
-                        m = -root * z / sig
-                        dw = torch.randn(B, d, generator=gen) * math.sqrt(h)
-                        cost = cost + (m * m).sum(-1, keepdim=True) * h
-                        mart = mart + (z * dw).sum(-1, keepdim=True)
-                        x = x + 2 * root * m * h + sig * dw
-                return cost + p.terminal_cost(x), mart
-
-            start = time.perf_counter()
-            for it in range(iterations):
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr * decay ** it
-                loss = roll(n_steps, cfg.batch_size, g, True)[0].mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            train = time.perf_counter() - start
-            cells, rel = [], math.nan
-            for n in eval_steps:
-                ge = torch.Generator().manual_seed(seed + 11)
-                parts = [torch.cat(roll(n, 2048, ge, False), 1) for _ in range(max(1, eval_paths // 2048))]
-                est = torch.cat(parts)
-                est = est[:, 0] - est[:, 1]
-                mean, se = float(est.mean()), float(est.std()) / math.sqrt(est.numel())
-                cells.append(f"{(mean - exact) / gap:+.3f} ({se / gap:.3f})")
-                rel = abs(mean - exact) / exact
-            print(f"| {lam:g} | {exact:.6f} | {gap:.4f} | {seed} | {train:.0f} | " + " | ".join(cells) +
-                  f" | {rel:.2e} |", flush=True)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dims", type=int, nargs="+", default=[1, 10, 50, 100])
@@ -231,9 +167,6 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--landscape", type=float, nargs="+", help="print the loss along c Z* at these lambdas")
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--control-cost", action="store_true", help="with --lambdas: Z trained by its control's "
-                    "cost along its own paths, u(0, 0) estimated by that cost (control_cost_curve, the first "
-                    "version, kept for its table in benchmarks/README.md)")
     ap.add_argument("--loss", choices=("bsde", "control"), default="bsde",
                     help="with --lambdas: the solver's loss (DeepBSDEConfig.loss)")
     ap.add_argument("--milstein", action="store_true", help="with --lambdas or --landscape: the roll-out's "
@@ -242,9 +175,6 @@ def main():
                     "energies, which decide the estimate's error")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.lambdas and args.control_cost:
-        control_cost_curve(args.lambdas, args.seeds, d=args.dim)
-        return
     if args.lambdas and args.energy:
         gradient_energy(args.lambdas, args.preset, args.seeds, d=args.dim)
         return
