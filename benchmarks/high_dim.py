@@ -5,6 +5,7 @@ Run:  .venv/bin/python benchmarks/high_dim.py [--dims 1 10 50 100] [--threads 2]
       .venv/bin/python benchmarks/high_dim.py --lambdas 50 500 --dim 1000 [--energy]
       .venv/bin/python benchmarks/high_dim.py --landscape 10 50 [--steps 40] [--milstein]
       .venv/bin/python benchmarks/high_dim.py --lambdas 1 5 10 20 30 40 50 --preset quick --loss control
+      .venv/bin/python benchmarks/high_dim.py --lambdas 1 10 50 --loss control --region 2 [--preset quick]
 Prints three markdown tables: (1) error and time for each dimension, (2) u(0, x) learned over |x| <= 2 at
 d = 100, (3) the time-step bias of the Euler roll-out with the exact Z, against N. With --lambdas it prints
 the lambda curve at d = 100 instead (issue 21): exact u(0, 0), the uncontrolled cost E g(X_T), the control
@@ -12,12 +13,15 @@ gap G = E g(X_T) - u(0, 0), the learned u(0, 0), its relative error and its erro
 --landscape it prints the deep BSDE loss along Z = c Z* (Z* the exact sigma grad u, on the Euler grid of
 --steps steps) and the u(0, 0) that each c implies: how flat the loss is where the estimate moves.
 --milstein adds the roll-out's Ito-Taylor term (``DeepBSDEConfig.milstein``) to the curve or the landscape;
---loss control runs the curve with the solver's control loss (``DeepBSDEConfig.loss``).
+--loss control runs the curve with the solver's control loss (``DeepBSDEConfig.loss``). --region R learns
+u(0, x) over |x| <= R at each lambda and prints its mean and largest relative error and the learned
+gradient's error along optimally controlled paths.
 The headline: at d = 100, u(0, 0) within 0.2% of 4.5901617 in at most 10 minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 
@@ -73,6 +77,43 @@ def lambda_curve(lambdas, preset: str, seeds, d: int = 100, milstein: bool = Fal
             print(f"| {lam:g} | {exact:.6f} | {unc:.6f} | {gap:.4f} | {gap / exact:.2%} | {seed} | {sol.u0:.6f} "
                   f"({sol.u0_stderr:.1e}) | {abs(err) / exact:.2e} | {err / gap:+.3f} | {sol.seconds:.0f} | {cpu:.0f} |",
                   flush=True)
+
+
+def region_curve(lambdas, preset: str, seeds, d: int, loss: str, radius: float, n_points: int = 512,
+                 n_paths: int = 256, n_steps: int = 100) -> None:
+    """u(0, x) learned over |x| <= radius (issue 21, item 2): the mean and largest relative error against the
+    exact value on ``n_points`` states of the ball, and the learned gradient's relative L2 error along paths
+    that the exact optimal control drives from such states (``n_steps`` Euler steps, ``n_paths`` paths)."""
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "
+          f"d = {d}, |x| <= {radius:g}, " + ("the quick preset" if preset == "quick" else f"settings {SETTINGS}")
+          + f", loss={loss!r}\n")
+    print("| lambda | seed | mean rel. error of u(0, x) | max rel. error | rel. error at 0 "
+          "| gradient rel. L2 error along optimal paths | wall s | CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for lam in lambdas:
+        p = hjb.HighDimLQG(dim=d, T=1.0, lam=lam)
+        x = p.sample_initial_states(n_points, radius, generator=12345, dtype=torch.float64)
+        exact = p.exact_value(0.0, x)
+        exact0 = at_origin(p)[0]
+        g = torch.Generator().manual_seed(54321)
+        for seed in seeds:
+            cpu = time.process_time()
+            sol = hjb.DeepBSDE(p, curve_config(preset, seed, loss=loss).replace(x0_radius=radius)).solve()
+            cpu = time.process_time() - cpu
+            rel = ((sol.value(0.0, x.float()).double() - exact) / exact).abs()
+            # the exact optimal closed loop dX = 2 sqrt(lam) m* dt + sqrt(2) dW from states of the ball
+            y = p.sample_initial_states(n_paths, radius, generator=g, dtype=torch.float64)
+            h, num, den = p.T / n_steps, 0.0, 0.0
+            for k in range(n_steps):
+                t = k * h
+                grad = p.exact_gradient(t, y)
+                num += float((sol.gradient(t, y.float()).double() - grad).pow(2).sum())
+                den += float(grad.pow(2).sum())
+                y = y + p.drift(t, y, p.optimal_action(t, y, grad)) * h + p.sigma * math.sqrt(h) * torch.randn(
+                    y.shape, generator=g, dtype=torch.float64)
+            print(f"| {lam:g} | {seed} | {float(rel.mean()):.2e} | {float(rel.max()):.2e} "
+                  f"| {abs(sol.u0 - exact0) / exact0:.2e} | {math.sqrt(num / den):.2e} | {sol.seconds:.0f} "
+                  f"| {cpu:.0f} |", flush=True)
 
 
 def gradient_energy(lambdas, preset: str, seeds, d: int, paths: int = 2000, n_steps: int = 20) -> None:
@@ -171,12 +212,17 @@ def main():
                     help="with --lambdas: the solver's loss (DeepBSDEConfig.loss)")
     ap.add_argument("--milstein", action="store_true", help="with --lambdas or --landscape: the roll-out's "
                     "Ito-Taylor term (DeepBSDEConfig.milstein)")
+    ap.add_argument("--region", type=float, metavar="R", help="with --lambdas: learn u(0, x) over |x| <= R and "
+                    "print its errors and the gradient's along optimal paths")
     ap.add_argument("--energy", action="store_true", help="with --lambdas: the learned and exact gradients' "
                     "energies, which decide the estimate's error")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.lambdas and args.energy:
         gradient_energy(args.lambdas, args.preset, args.seeds, d=args.dim)
+        return
+    if args.lambdas and args.region:
+        region_curve(args.lambdas, args.preset, args.seeds, d=args.dim, loss=args.loss, radius=args.region)
         return
     if args.lambdas:
         lambda_curve(args.lambdas, args.preset, args.seeds, d=args.dim, milstein=args.milstein, loss=args.loss)

@@ -12,16 +12,18 @@ the O(dt) error of the Euler step.
 
 A second loss (``loss="control"``, the chapter's "A loss that sees the control"): the gradient network also
 defines a feedback, m = optimal_action(t, x, Z_theta / sigma). Training then minimises that control's own cost
-J = E[int running cost dt + g(X_T)] along the *controlled* Euler paths dX = drift(t, X, m) dt + sigma dW
+J = E[int running cost dt + g(X_T)] along the *controlled* paths dX = drift(t, X, m) dt + sigma dW
 (gradient through the paths), and u(0, .) is estimated by J less the martingale int Z_theta . dW (mean zero).
+The training paths take Heun steps (weak order 2 for this additive noise): with Euler steps the feedback is
+held over each step and the discretised problem's optimum is weaker than the SDE's by O(h).
 By the verification identity J - u(0, x) = E int |m - m*|^2 dt for the Han-Jentzen-E problem (in general the
 integrated Hamiltonian gap), so the estimate is of second order in Z's error and never below u, where the
 backward SDE's y0 is of first order. The controlled paths meet a feedback whose rate grows as t -> T (the
 value's gradient sharpens toward grad g), so their grid is t_n = T (1 - (1 - n/N)^2), with steps that shrink
 like sqrt(T - t), and Z_theta is multiplied by exp(gamma(t)), a learned scalar function of time, because a
-tanh network of (t, x) represents a gain that grows with t poorly (a product of t and x). The estimate is a
-Richardson extrapolation 2 J_fine - J_coarse on coupled paths (4N and 8N steps of the same grid family,
-the coarse increments sums of the fine ones), which removes the first-order bias of the Euler step.
+tanh network of (t, x) represents a gain that grows with t poorly (a product of t and x). The estimate takes
+Euler steps, 4N and 8N of the same grid family on coupled paths (the coarse increments sums of the fine
+ones), and extrapolates 2 J_fine - J_coarse (Richardson), which removes their first-order bias.
 
 Design (explained in the chapter): the forward process does not depend on the networks, so the whole path
 is drawn first and Z_theta is evaluated on all N x B points (t_n, X_{t_n}) in one batched call; a single
@@ -66,8 +68,9 @@ class DeepBSDEConfig(SolverConfig):
     (benchmarks/README.md).
     ``loss`` is "bsde" (the terminal mismatch of the backward SDE along uncontrolled paths) or "control" (the
     cost of the control that Z_theta prescribes along its own paths; module docstring).
-    ``x0_radius`` > 0 learns u(0, x) on |x| <= x0_radius with a network of ``value_width`` units, 0 learns
-    u(0, 0) only (refitted at the end on ``refit_size`` fresh paths). ``log_every`` sets how often the history
+    ``x0_radius`` > 0 learns u(0, x) on |x| <= x0_radius with a network of ``value_width`` units (with the
+    control loss, fitted in training to each path's cost less its martingale), 0 learns u(0, 0) only
+    (refitted at the end on ``refit_size`` fresh paths). ``log_every`` sets how often the history
     records a row (the loss on a fixed
     validation batch of ``valid_size`` paths and the current u(0, 0)).
     """
@@ -90,7 +93,7 @@ class DeepBSDEConfig(SolverConfig):
     log_every: int = 50
 
     PRESETS: ClassVar[dict] = {
-        "quick": {"n_steps": 20, "iterations": 300, "batch_size": 128, "width": 64, "lr": 1e-2, "lr_final": 1e-4,
+        "quick": {"n_steps": 20, "iterations": 450, "batch_size": 128, "width": 64, "lr": 1e-2, "lr_final": 1e-4,
                   "refit_size": 8192},
         "full": {"n_steps": 40, "iterations": 3000, "batch_size": 256, "width": 128},
     }
@@ -106,11 +109,6 @@ class DeepBSDEConfig(SolverConfig):
             raise ValueError(f"loss must be 'bsde' or 'control', got {self.loss!r}")
         if self.milstein and self.loss != "bsde":
             raise ValueError("milstein=True adds a term to the backward SDE's roll-out; it needs loss='bsde'")
-        if self.x0_radius > 0 and self.loss != "bsde":
-            # measured: the labels' noise (3% of u per path) makes a 20-d fit of u(0, .) on 4096 paths 3-4% off
-            # at its worst, against 0.6-0.8% for the labels' own bias; a region needs more than a refit here
-            raise ValueError("x0_radius > 0 (u(0, .) over a ball) is learned with loss='bsde' only; "
-                             "loss='control' estimates u(0, 0)")
         if self.activation not in ("tanh", "softplus", "silu"):
             raise ValueError(f"activation must be 'tanh', 'softplus' or 'silu', got {self.activation!r}")
 
@@ -360,13 +358,12 @@ class DeepBSDE(IterativeSolver):
         kw = dict(dtype=cfg.torch_dtype, device=cfg.torch_device)
         return x0.to(**kw), dW.to(**kw), ts
 
-    def _control_step(self, model: _Model, t: float, h: float, x: torch.Tensor, w: torch.Tensor):
-        """One Euler step of the controlled state: (next x, running cost * h, Z . w), each for the batch."""
+    def _feedback(self, model: _Model, t: float, x: torch.Tensor):
+        """The feedback that Z_theta prescribes at (t, x): (drift, running cost rate, Z), each for the batch."""
         p = self.problem
         tt = torch.full((x.shape[0], 1), t, dtype=x.dtype, device=x.device)
         z = model.gradient_term(tt, x)
         a = p.optimal_action(t, x, z / p.bsde_sigma)
-        cost = -p.reward(t, x, a) * h
         try:
             drift = p.drift(t, x, a)
         except ValueError as err:       # the problem's drift refuses a state that is no longer finite
@@ -374,16 +371,28 @@ class DeepBSDE(IterativeSolver):
                 raise
             raise DivergenceError(
                 f"the controlled state blew up at iteration {self.gradient_steps}: the learned feedback is too "
-                f"stiff for {self.config.n_steps} explicit Euler steps; raise n_steps or lower lr") from err
-        return x + drift * h + p.bsde_sigma * w, cost, (z * w).sum(-1, keepdim=True)
+                f"stiff for {self.config.n_steps} explicit steps; raise n_steps or lower lr") from err
+        return drift, -p.reward(t, x, a), z
+
+    def _control_step(self, model: _Model, t: float, h: float, x: torch.Tensor, w: torch.Tensor):
+        """One Euler step of the controlled state: (next x, running cost * h, Z . w), each for the batch."""
+        drift, rate, z = self._feedback(model, t, x)
+        return x + drift * h + self.problem.bsde_sigma * w, rate * h, (z * w).sum(-1, keepdim=True)
 
     def _controlled(self, model: _Model, x0: torch.Tensor, dW: torch.Tensor, ts) -> tuple[torch.Tensor, torch.Tensor]:
-        """The control's cost int running cost dt + g(X_N) (B, 1) along its own Euler paths, and the
-        martingale sum Z . dW (B, 1) along them."""
+        """The control's cost int running cost dt + g(X_N) (B, 1) along its own paths, and the martingale
+        sum Z . dW (B, 1) along them. The paths take Heun steps (an Euler predictor, then the mean of the
+        drift and of the cost rate at both ends): with additive noise a scheme of weak order 2, so the
+        optimum of the discretised cost is the continuous one's up to O(h^2), where with Euler steps the
+        held feedback makes it weaker by O(h) (benchmarks/README.md)."""
+        sigma = self.problem.bsde_sigma
         x, cost, mart = x0, 0.0, 0.0
         for n in range(len(ts) - 1):
-            x, c, m = self._control_step(model, ts[n], ts[n + 1] - ts[n], x, dW[n])
-            cost, mart = cost + c, mart + m
+            t, h, w = ts[n], ts[n + 1] - ts[n], dW[n]
+            b0, c0, z = self._feedback(model, t, x)
+            b1, c1, _ = self._feedback(model, ts[n + 1], x + b0 * h + sigma * w)
+            x = x + 0.5 * (b0 + b1) * h + sigma * w
+            cost, mart = cost + 0.5 * (c0 + c1) * h, mart + (z * w).sum(-1, keepdim=True)
         return cost + self.problem.terminal_cost(x), mart
 
     @torch.no_grad()
