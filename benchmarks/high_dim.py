@@ -3,6 +3,8 @@
 Run:  .venv/bin/python benchmarks/high_dim.py [--dims 1 10 50 100] [--threads 2] [--no-region] [--no-bias]
       .venv/bin/python benchmarks/high_dim.py --lambdas 1 5 10 20 30 40 50 [--preset quick] [--seeds 0 1]
       .venv/bin/python benchmarks/high_dim.py --lambdas 50 500 --dim 1000 [--energy]
+      .venv/bin/python benchmarks/high_dim.py --lambdas 50 500 --dim 1000 --preset quick --loss control \
+          --warmup 100 --refit-size 2048
       .venv/bin/python benchmarks/high_dim.py --landscape 10 50 [--steps 40] [--milstein]
       .venv/bin/python benchmarks/high_dim.py --lambdas 1 5 10 20 30 40 50 --preset quick --loss control
       .venv/bin/python benchmarks/high_dim.py --lambdas 1 10 50 --loss control --region 2 [--preset quick]
@@ -40,11 +42,13 @@ def at_origin(p) -> tuple[float, float]:
     return float(p.exact_value(0.0, origin)), float(p.uncontrolled_cost(0.0, origin))
 
 
-def curve_config(preset: str, seed: int, milstein: bool = False, loss: str = "bsde"):
+def curve_config(preset: str, seed: int, milstein: bool = False, loss: str = "bsde", **over):
     """The deep BSDE config of the lambda curves: the quick preset, or the benchmark's ``SETTINGS``; with
-    ``milstein`` the roll-out's Ito-Taylor term (``DeepBSDEConfig.milstein``), with ``loss`` the loss."""
-    return (hjb.DeepBSDEConfig.preset("quick", seed=seed, progress=False, milstein=milstein, loss=loss)
-            if preset == "quick" else hjb.DeepBSDEConfig(seed=seed, milstein=milstein, loss=loss, **SETTINGS))
+    ``milstein`` the roll-out's Ito-Taylor term (``DeepBSDEConfig.milstein``), with ``loss`` the loss; ``over``
+    overrides any other field (``warmup``, ``refit_size``)."""
+    return (hjb.DeepBSDEConfig.preset("quick", seed=seed, progress=False, milstein=milstein, loss=loss, **over)
+            if preset == "quick" else hjb.DeepBSDEConfig(seed=seed, milstein=milstein, loss=loss,
+                                                         **{**SETTINGS, **over}))
 
 
 def run_dim(d: int, seed: int = 0, **over):
@@ -56,10 +60,11 @@ def run_dim(d: int, seed: int = 0, **over):
     return p, sol, exact, uncontrolled, time.process_time() - cpu
 
 
-def lambda_curve(lambdas, preset: str, seeds, d: int = 100, milstein: bool = False, loss: str = "bsde") -> None:
+def lambda_curve(lambdas, preset: str, seeds, d: int = 100, milstein: bool = False, loss: str = "bsde",
+                 **over) -> None:
     """The deep BSDE paper's figure, scored: u(0, 0) against lambda, with the uncontrolled cost beside it."""
     settings = ("the quick preset" if preset == "quick" else f"settings {SETTINGS}") + (
-        ", milstein=True" if milstein else "") + f", loss={loss!r}"
+        ", milstein=True" if milstein else "") + f", loss={loss!r}" + "".join(f", {k}={v}" for k, v in over.items())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "
           f"d = {d}, {settings}\n")
     print("| lambda | exact u(0,0) | E g(X_T) | G | G / u | seed | learned (s.e.) | rel. error | error / G | wall s "
@@ -71,7 +76,7 @@ def lambda_curve(lambdas, preset: str, seeds, d: int = 100, milstein: bool = Fal
         gap = unc - exact
         for seed in seeds:
             cpu = time.process_time()
-            sol = hjb.DeepBSDE(p, curve_config(preset, seed, milstein, loss)).solve()
+            sol = hjb.DeepBSDE(p, curve_config(preset, seed, milstein, loss, **over)).solve()
             cpu = time.process_time() - cpu
             err = sol.u0 - exact
             print(f"| {lam:g} | {exact:.6f} | {unc:.6f} | {gap:.4f} | {gap / exact:.2%} | {seed} | {sol.u0:.6f} "
@@ -212,6 +217,9 @@ def main():
                     help="with --lambdas: the solver's loss (DeepBSDEConfig.loss)")
     ap.add_argument("--milstein", action="store_true", help="with --lambdas or --landscape: the roll-out's "
                     "Ito-Taylor term (DeepBSDEConfig.milstein)")
+    ap.add_argument("--warmup", type=int, default=0, help="with --lambdas: DeepBSDEConfig.warmup")
+    ap.add_argument("--refit-size", type=int, help="with --lambdas: DeepBSDEConfig.refit_size (the final "
+                    "estimate's paths; fewer keep d = 1000 within minutes)")
     ap.add_argument("--region", type=float, metavar="R", help="with --lambdas: learn u(0, x) over |x| <= R and "
                     "print its errors and the gradient's along optimal paths")
     ap.add_argument("--energy", action="store_true", help="with --lambdas: the learned and exact gradients' "
@@ -225,7 +233,11 @@ def main():
         region_curve(args.lambdas, args.preset, args.seeds, d=args.dim, loss=args.loss, radius=args.region)
         return
     if args.lambdas:
-        lambda_curve(args.lambdas, args.preset, args.seeds, d=args.dim, milstein=args.milstein, loss=args.loss)
+        over = {"warmup": args.warmup} if args.warmup else {}
+        if args.refit_size:
+            over["refit_size"] = args.refit_size
+        lambda_curve(args.lambdas, args.preset, args.seeds, d=args.dim, milstein=args.milstein, loss=args.loss,
+                     **over)
         return
     if args.landscape:
         loss_landscape(args.landscape, args.steps, milstein=args.milstein)

@@ -374,6 +374,22 @@ def test_control_loss_learns_a_region(one_thread):
         sol.value(0.0, torch.full((1, 10), 1.0))
 
 
+def test_warmup_scales_the_first_steps(one_thread):
+    """warmup = W scales the learning rate by (k + 1) / W at step k: Adam's first step moves each weight by at
+    most about lr, so by at most lr / W with the warm-up; the schedule's own rate is left as it was."""
+    p = hjb.HighDimLQG(5, lam=10.0)
+    moves = {}
+    for w in (0, 4):
+        solver = hjb.DeepBSDE(p, _small_cfg(loss="control", iterations=10, warmup=w))
+        before = [t.detach().clone() for t in solver.model.parameters()]
+        solver._gradient_step()
+        moves[w] = max(float((t - b).abs().max()) for t, b in zip(solver.model.parameters(), before))
+        assert solver.opt.param_groups[0]["lr"] == pytest.approx(1e-2 * solver._decay())
+    assert 0.9e-2 < moves[0] < 1.01e-2 and 0.9e-2 / 4 < moves[4] < 1.01e-2 / 4, moves
+    with pytest.raises(ValueError, match="warmup"):
+        hjb.DeepBSDEConfig(warmup=-1)
+
+
 def test_control_loss_settings_are_checked():
     with pytest.raises(ValueError, match="loss must be"):
         hjb.DeepBSDEConfig(loss="cost")

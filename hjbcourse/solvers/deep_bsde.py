@@ -57,9 +57,11 @@ class DeepBSDEConfig(SolverConfig):
     """Settings of :class:`DeepBSDE`.
 
     ``n_steps`` N time steps of the backward SDE; ``iterations`` Adam steps on batches of ``batch_size``
-    paths; the learning rate decays geometrically from ``lr`` to ``lr_final``; Z_theta(t, x) has ``depth``
-    hidden layers of ``width`` units (``activation``) plus, with ``linear_skip``, an affine map of (t, x);
-    ``milstein`` adds to each step of the roll-out the Ito-Taylor term of the martingale,
+    paths; the learning rate decays geometrically from ``lr`` to ``lr_final``, and over the first ``warmup``
+    steps it is also scaled by (k + 1) / warmup at step k (0: no warm-up; a stiff controlled problem, where
+    the first Adam steps at full rate make the feedback explode, needs one: benchmarks/README.md);
+    Z_theta(t, x) has ``depth`` hidden layers of ``width`` units (``activation``) plus, with ``linear_skip``,
+    an affine map of (t, x); ``milstein`` adds to each step of the roll-out the Ito-Taylor term of the martingale,
     sigma/2 (dW' J dW - tr J dt) with J = dZ_theta/dx (:meth:`_Model.gradient_term_with_derivatives`): the
     first term of int (Z_s - Z_n) . dW_s that the Euler step drops, of mean zero, so the estimate of u(0, .)
     keeps its mean. With the exact Z* at N = 20 it lowers the loss about 30 times at lambda = 50 and gives it
@@ -86,6 +88,7 @@ class DeepBSDEConfig(SolverConfig):
     loss: str = "bsde"
     lr: float = 5e-3
     lr_final: float = 5e-5
+    warmup: int = 0
     x0_radius: float = 0.0
     value_width: int = 32
     valid_size: int = 2048
@@ -102,6 +105,7 @@ class DeepBSDEConfig(SolverConfig):
         super().__post_init__()
         self._check_ints("n_steps", "iterations", "batch_size", "width", "depth", "value_width", "valid_size",
                          "refit_size", "log_every")
+        self._check_ints("warmup", minimum=0)
         self._check_positive_numbers("lr", "lr_final")
         if not (isinstance(self.x0_radius, (int, float)) and math.isfinite(self.x0_radius) and self.x0_radius >= 0):
             raise ValueError(f"x0_radius must be a non-negative number, got {self.x0_radius!r}")
@@ -371,7 +375,7 @@ class DeepBSDE(IterativeSolver):
                 raise
             raise DivergenceError(
                 f"the controlled state blew up at iteration {self.gradient_steps}: the learned feedback is too "
-                f"stiff for {self.config.n_steps} explicit steps; raise n_steps or lower lr") from err
+                f"stiff for {self.config.n_steps} explicit steps; raise n_steps, lower lr or set warmup") from err
         return drift, -p.reward(t, x, a), z
 
     def _control_step(self, model: _Model, t: float, h: float, x: torch.Tensor, w: torch.Tensor):
@@ -461,7 +465,13 @@ class DeepBSDE(IterativeSolver):
         check_finite(loss, "loss", self.gradient_steps)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        scale = min(1.0, (self.gradient_steps + 1) / cfg.warmup) if cfg.warmup else 1.0
+        scheduled = [group["lr"] for group in self.opt.param_groups]
+        for group in self.opt.param_groups:
+            group["lr"] *= scale
         self.opt.step()
+        for group, lr in zip(self.opt.param_groups, scheduled):
+            group["lr"] = lr
         self.sched.step()
         self.loss = float(shown.detach())
         self.gradient_steps += 1
