@@ -357,19 +357,19 @@ def test_control_loss_captures_the_gap_where_the_bsde_loss_stalls(one_thread):
     assert hjb.DeepBSDE(p, _small_cfg(loss="control")).solve().u0 == sol.u0
 
 
-def test_control_loss_learns_a_region(one_thread):
-    """u(0, .) over |x| <= 1 (d = 10, lambda = 10, 200 iterations): the network of u(0, .) is fitted in training
-    to each path's cost less its martingale. Mean relative error under 10% (measured 5.6%, largest 7.0%),
-    where the backward SDE's loss at the same budget is 86% off (measured); u(0, .) refuses states outside
-    the ball."""
+def test_control_loss_runs_over_a_region(one_thread):
+    """x0_radius > 0 with the control loss: u(0, .) is a network fitted in training to each path's cost less
+    its martingale. Checked here: it runs, its values are finite and repeatable, and it refuses states outside
+    the ball. Not claimed: accuracy. At this budget (d = 10, lambda = 10, |x| <= 1) it is 5.6% off on average
+    where the best constant is 0.54% off, and at d = 100 it learns the level of u(0, .) but not its shape
+    (benchmarks/README.md, "The region")."""
     p = hjb.HighDimLQG(10, lam=10.0)
     x = p.sample_initial_states(64, 1.0, generator=3, dtype=torch.float64)
-    exact = p.exact_value(0.0, x)
-    rel = {}
-    for loss in ("control", "bsde"):
-        sol = hjb.DeepBSDE(p, _small_cfg(x0_radius=1.0, iterations=200, loss=loss)).solve()
-        rel[loss] = float(((sol.value(0.0, x.float()).double() - exact) / exact).abs().mean())
-    assert rel["control"] < 0.1 and rel["control"] < rel["bsde"] / 5, rel
+    sol = hjb.DeepBSDE(p, _small_cfg(x0_radius=1.0, iterations=50, loss="control")).solve()
+    values = sol.value(0.0, x.float())
+    assert values.shape == (64, 1) and bool(torch.isfinite(values).all())
+    again = hjb.DeepBSDE(p, _small_cfg(x0_radius=1.0, iterations=50, loss="control")).solve()
+    assert torch.equal(again.value(0.0, x.float()), values)
     with pytest.raises(ValueError, match="x0_radius"):
         sol.value(0.0, torch.full((1, 10), 1.0))
 
