@@ -65,7 +65,8 @@ def lambda_curve(lambdas, preset: str, seeds, d: int = 100, milstein: bool = Fal
                  **over) -> None:
     """The deep BSDE paper's figure, scored: u(0, 0) against lambda, with the uncontrolled cost beside it."""
     settings = ("the quick preset" if preset == "quick" else f"settings {SETTINGS}") + (
-        ", milstein=True" if milstein else "") + f", loss={loss!r}" + "".join(f", {k}={v}" for k, v in over.items())
+        ", milstein=True" if milstein else "") + f", loss={loss!r}" + "".join(
+        f", {k}={v}" for k, v in over.items())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "
           f"d = {d}, {settings}\n")
     print("| lambda | exact u(0,0) | E g(X_T) | G | G / u | seed | learned (s.e.) | rel. error | error / G | wall s "
@@ -86,7 +87,7 @@ def lambda_curve(lambdas, preset: str, seeds, d: int = 100, milstein: bool = Fal
 
 
 def region_curve(lambdas, preset: str, seeds, d: int, loss: str, radius: float, n_points: int = 512,
-                 n_paths: int = 256, n_steps: int = 100) -> None:
+                 n_paths: int = 256, n_steps: int = 100, **over) -> None:
     """u(0, x) learned over |x| <= radius (issue 21, item 2), scored on ``n_points`` states of the ball against
     the exact value: the mean and largest relative error of the network for u(0, .); the same for the best
     constant (the exact values' mean), which a network that learned no shape matches; the relative L2 error of
@@ -95,7 +96,7 @@ def region_curve(lambdas, preset: str, seeds, d: int, loss: str, radius: float, 
     relative L2 error along paths of the exact optimal closed loop (``n_steps`` Euler steps, ``n_paths``)."""
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "
           f"d = {d}, |x| <= {radius:g}, " + ("the quick preset" if preset == "quick" else f"settings {SETTINGS}")
-          + f", loss={loss!r}\n")
+          + f", loss={loss!r}" + "".join(f", {k}={v}" for k, v in over.items()) + "\n")
     print("| lambda | seed | network: mean / max rel. error | its shape's rel. L2 error | best constant: mean / max "
           "| u(0, 0) + line integral of the gradient: mean / max, shape | gradient rel. L2 along optimal paths "
           "| CPU s |")
@@ -112,13 +113,13 @@ def region_curve(lambdas, preset: str, seeds, d: int, loss: str, radius: float, 
             return (f"{float(rel.mean()):.2e} / {float(rel.max()):.2e}",
                     float(((u - u.mean()) - shape).norm() / shape.norm()))
 
+        const = scores(exact.mean().expand_as(exact))[0]
         g = torch.Generator().manual_seed(54321)
         for seed in seeds:
             cpu = time.process_time()
-            sol = hjb.DeepBSDE(p, curve_config(preset, seed, loss=loss).replace(x0_radius=radius)).solve()
+            sol = hjb.DeepBSDE(p, curve_config(preset, seed, loss=loss, x0_radius=radius, **over)).solve()
             cpu = time.process_time() - cpu
             net, net_shape = scores(sol.value(0.0, x.float()).double().squeeze(1))
-            const = scores(exact.mean().expand_as(exact))[0]
             line = sol.u0 + sum(w * (sol.gradient(0.0, (s * x).float()).double() * x).sum(1) for s, w in gl)
             line_err, line_shape = scores(line)
             # the exact optimal closed loop dX = 2 sqrt(lam) m* dt + sqrt(2) dW from states of the ball
@@ -231,9 +232,10 @@ def main():
                     help="with --lambdas: the solver's loss (DeepBSDEConfig.loss)")
     ap.add_argument("--milstein", action="store_true", help="with --lambdas or --landscape: the roll-out's "
                     "Ito-Taylor term (DeepBSDEConfig.milstein)")
-    ap.add_argument("--warmup", type=int, default=0, help="with --lambdas: DeepBSDEConfig.warmup")
-    ap.add_argument("--refit-size", type=int, help="with --lambdas: DeepBSDEConfig.refit_size (the final "
-                    "estimate's paths; fewer keep d = 1000 within minutes)")
+    ap.add_argument("--warmup", type=int, default=0, help="with --lambdas (curve or --region): "
+                    "DeepBSDEConfig.warmup")
+    ap.add_argument("--refit-size", type=int, help="with --lambdas (curve or --region): "
+                    "DeepBSDEConfig.refit_size (the final estimate's paths; fewer keep d = 1000 within minutes)")
     ap.add_argument("--region", type=float, metavar="R", help="with --lambdas: learn u(0, x) over |x| <= R and "
                     "print its errors and the gradient's along optimal paths")
     ap.add_argument("--energy", action="store_true", help="with --lambdas: the learned and exact gradients' "
@@ -243,13 +245,14 @@ def main():
     if args.lambdas and args.energy:
         gradient_energy(args.lambdas, args.preset, args.seeds, d=args.dim)
         return
+    over = {"warmup": args.warmup} if args.warmup else {}
+    if args.refit_size:
+        over["refit_size"] = args.refit_size
     if args.lambdas and args.region:
-        region_curve(args.lambdas, args.preset, args.seeds, d=args.dim, loss=args.loss, radius=args.region)
+        region_curve(args.lambdas, args.preset, args.seeds, d=args.dim, loss=args.loss, radius=args.region,
+                     **over)
         return
     if args.lambdas:
-        over = {"warmup": args.warmup} if args.warmup else {}
-        if args.refit_size:
-            over["refit_size"] = args.refit_size
         lambda_curve(args.lambdas, args.preset, args.seeds, d=args.dim, milstein=args.milstein, loss=args.loss,
                      **over)
         return

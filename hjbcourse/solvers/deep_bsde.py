@@ -61,8 +61,8 @@ class DeepBSDEConfig(SolverConfig):
     steps it is also scaled by (k + 1) / warmup at step k (0: no warm-up; a stiff controlled problem, where
     the first Adam steps at full rate make the feedback explode, needs one: benchmarks/README.md);
     Z_theta(t, x) has ``depth`` hidden layers of ``width`` units (``activation``) plus, with ``linear_skip``,
-    an affine map of (t, x); ``milstein`` adds to each step of the roll-out the Ito-Taylor term of the martingale,
-    sigma/2 (dW' J dW - tr J dt) with J = dZ_theta/dx (:meth:`_Model.gradient_term_with_derivatives`): the
+    an affine map of (t, x); ``milstein`` adds to each step of the roll-out the Ito-Taylor term of the
+    martingale, sigma/2 (dW' J dW - tr J dt) with J = dZ_theta/dx (:meth:`_Model.gradient_term_with_derivatives`): the
     first term of int (Z_s - Z_n) . dW_s that the Euler step drops, of mean zero, so the estimate of u(0, .)
     keeps its mean. With the exact Z* at N = 20 it lowers the loss about 30 times at lambda = 50 and gives it
     back its curvature along Z = c Z*, which the Euler loss loses at large lambda; the trained estimates did
@@ -73,9 +73,9 @@ class DeepBSDEConfig(SolverConfig):
     ``x0_radius`` > 0 learns u(0, x) on |x| <= x0_radius with a network of ``value_width`` units (with the
     control loss, fitted in training to each path's cost less its martingale; at d = 100 and radius 2 that
     network gets u's level and not its shape, which varies less than the labels' noise, and the backward
-    SDE's scores no better than a constant: see benchmarks/README.md), 0 learns u(0, 0) only (refitted at the end on ``refit_size`` fresh paths). ``log_every`` sets how often the history
-    records a row (the loss on a fixed
-    validation batch of ``valid_size`` paths and the current u(0, 0)).
+    SDE's scores no better than a constant: see benchmarks/README.md), 0 learns u(0, 0) only (refitted at the
+    end on ``refit_size`` fresh paths). ``log_every`` sets how often the history records a row (the loss on a
+    fixed validation batch of ``valid_size`` paths and the current u(0, 0)).
     """
 
     n_steps: int = 20
