@@ -92,7 +92,9 @@ def region_curve(lambdas, preset: str, seeds, d: int, loss: str, radius: float, 
     the exact value: the mean and largest relative error of the network for u(0, .); the same for the best
     constant (the exact values' mean), which a network that learned no shape matches; the relative L2 error of
     the learned shape u(0, x) - mean, which is 1 for a constant; and u(0, 0) plus the line integral of the
-    learned gradient, int_0^1 grad u(0, s x) . x ds (3-point Gauss-Legendre). Then the learned gradient's
+    learned gradient, int_0^1 grad u(0, s x) . x ds (with the control loss the solution's own u(0, x), whose
+    u(0, 0) is estimated from the origin; with the backward SDE's, the network's u(0, 0) and 3-point
+    Gauss-Legendre). Then the learned gradient's
     relative L2 error along paths of the exact optimal closed loop (``n_steps`` Euler steps, ``n_paths``)."""
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "
           f"d = {d}, |x| <= {radius:g}, " + ("the quick preset" if preset == "quick" else f"settings {SETTINGS}")
@@ -119,8 +121,12 @@ def region_curve(lambdas, preset: str, seeds, d: int, loss: str, radius: float, 
             cpu = time.process_time()
             sol = hjb.DeepBSDE(p, curve_config(preset, seed, loss=loss, x0_radius=radius, **over)).solve()
             cpu = time.process_time() - cpu
-            net, net_shape = scores(sol.value(0.0, x.float()).double().squeeze(1))
-            line = sol.u0 + sum(w * (sol.gradient(0.0, (s * x).float()).double() * x).sum(1) for s, w in gl)
+            with torch.no_grad():
+                net, net_shape = scores(sol.model.initial_value(x.float()).double().squeeze(1))
+            if loss == "control":   # the solution's u(0, x): u0 from the origin plus the line integral
+                line = sol.value(0.0, x).squeeze(1)
+            else:
+                line = sol.u0 + sum(w * (sol.gradient(0.0, (s * x).float()).double() * x).sum(1) for s, w in gl)
             line_err, line_shape = scores(line)
             # the exact optimal closed loop dX = 2 sqrt(lam) m* dt + sqrt(2) dW from states of the ball
             y = p.sample_initial_states(n_paths, radius, generator=g, dtype=torch.float64)
