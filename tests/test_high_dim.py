@@ -397,6 +397,46 @@ def test_line_integral_of_the_exact_gradient_is_the_value():
     assert float((exact.max() - exact.min()) / exact.mean()) > 0.02
 
 
+def test_terminal_gradient_is_the_gradient_of_g():
+    p = hjb.HighDimLQG(7)
+    x = torch.randn(5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    (auto,) = torch.autograd.grad(p.terminal_cost(x).sum(), x)
+    assert torch.allclose(p.terminal_gradient(x), auto, rtol=0, atol=1e-14)
+
+
+class _NoTerminalGradient(hjb.HighDimLQG):
+    terminal_gradient = None   # the solver falls back to autograd of terminal_cost
+
+
+def test_control_loss_has_the_terminal_gradient_as_a_feature():
+    """With terminal_feature (control loss, from the origin), Z_theta(t, x) = (network + c(t) sigma grad g(x))
+    exp(gain): c starts at 0, so Z starts at zero; with c = 1 and the network at zero, Z = sigma grad g, from the problem's terminal_gradient
+    or, without one, from autograd of terminal_cost, and the same to second order in x (the controlled
+    paths differentiate through it)."""
+    from hjbcourse.solvers.deep_bsde import _Model
+    g = torch.Generator().manual_seed(1)
+    t = torch.full((4, 1), 0.3, dtype=torch.float64)
+    x = torch.randn(4, 6, dtype=torch.float64, generator=g)
+    zs, dzs = [], []
+    for p in (hjb.HighDimLQG(6, lam=3.0), _NoTerminalGradient(6, lam=3.0)):
+        m = _Model(p, hjb.DeepBSDEConfig(width=8, loss="control", terminal_feature=True), 1.0).double()
+        assert torch.equal(m.gradient_term(t, x), torch.zeros(4, 6))
+        with torch.no_grad():
+            m.terminal.out.bias.fill_(1.0)
+        xg = x.clone().requires_grad_(True)
+        z = m.gradient_term(t, xg)
+        assert torch.allclose(z, math.sqrt(2.0) * hjb.HighDimLQG(6).terminal_gradient(x), rtol=0, atol=1e-14)
+        zs.append(z.detach())
+        dzs.append(torch.autograd.grad((z * z).sum(), xg)[0])
+    assert torch.allclose(zs[0], zs[1], rtol=0, atol=1e-14)
+    assert torch.allclose(dzs[0], dzs[1], rtol=0, atol=1e-12) and float(dzs[0].abs().max()) > 0.01
+    plain = _Model(hjb.HighDimLQG(6), hjb.DeepBSDEConfig(width=8, loss="control"), 1.0)
+    assert plain.terminal is None     # off by default
+    for bad in (dict(), dict(loss="control", x0_radius=1.0)):   # the backward SDE's loss; a ball
+        with pytest.raises(ValueError, match="terminal_feature"):
+            hjb.DeepBSDEConfig(terminal_feature=True, **bad)
+
+
 def test_warmup_scales_the_first_steps(one_thread):
     """warmup = W scales the learning rate by (k + 1) / W at step k: Adam's first step moves each weight by at
     most about lr, so by at most lr / W with the warm-up; the schedule's own rate is left as it was."""

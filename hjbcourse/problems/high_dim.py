@@ -262,6 +262,11 @@ class HighDimLQG(FiniteHorizonProblem):
         self.check_state(x)
         return torch.log1p((x * x).sum(-1, keepdim=True)) - math.log(2.0)
 
+    def terminal_gradient(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, d): grad g(x) = 2 x / (1 + |x|^2), differentiable in x."""
+        self.check_state(x)
+        return 2.0 * x / (1.0 + (x * x).sum(-1, keepdim=True))
+
     def terminal_reward(self, x):
         """(B, d) -> (B, 1): -g(x)."""
         return -self.terminal_cost(x)

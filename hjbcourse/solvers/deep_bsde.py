@@ -21,7 +21,10 @@ integrated Hamiltonian gap), so the estimate is of second order in Z's error and
 backward SDE's y0 is of first order. The controlled paths meet a feedback whose rate grows as t -> T (the
 value's gradient sharpens toward grad g), so their grid is t_n = T (1 - (1 - n/N)^2), with steps that shrink
 like sqrt(T - t), and Z_theta is multiplied by exp(gamma(t)), a learned scalar function of time, because a
-tanh network of (t, x) represents a gain that grows with t poorly (a product of t and x). The estimate takes
+tanh network of (t, x) represents a gain that grows with t poorly (a product of t and x). With
+``terminal_feature`` Z_theta has, beside the network, one feature, c(t) sigma grad g(x) with c learned (0 at
+the start): Z(T, .) = sigma grad g for every problem, and the network then learns the correction to it (the
+problem's ``terminal_gradient`` where it has one, else autograd of ``terminal_cost``). The estimate takes
 Euler steps, 4N and 8N of the same grid family on coupled paths (the coarse increments sums of the fine
 ones), and extrapolates 2 J_fine - J_coarse (Richardson), which removes their first-order bias.
 
@@ -70,7 +73,10 @@ class DeepBSDEConfig(SolverConfig):
     not improve at the quick budget, and it costs about 1.3 times the time, so it is off by default
     (benchmarks/README.md).
     ``loss`` is "bsde" (the terminal mismatch of the backward SDE along uncontrolled paths) or "control" (the
-    cost of the control that Z_theta prescribes along its own paths; module docstring).
+    cost of the control that Z_theta prescribes along its own paths; module docstring). ``terminal_feature``
+    (with the control loss from the origin) adds c(t) sigma grad g(x) beside the network: at d = 100 it halves
+    the share of the control gap the estimate misses, at d = 1000 it doubles it (benchmarks/README.md), so it
+    is off by default.
     ``x0_radius`` > 0 learns u(0, x) on |x| <= x0_radius: paths start over the ball, and a network of
     ``value_width`` units is fitted to them (with the control loss, to each path's cost less its martingale;
     at d = 100 and radius 2 that network gets u's level and not its shape, which varies less than the labels'
@@ -90,6 +96,7 @@ class DeepBSDEConfig(SolverConfig):
     linear_skip: bool = True
     milstein: bool = False
     loss: str = "bsde"
+    terminal_feature: bool = False
     lr: float = 5e-3
     lr_final: float = 5e-5
     warmup: int = 0
@@ -117,8 +124,26 @@ class DeepBSDEConfig(SolverConfig):
             raise ValueError(f"loss must be 'bsde' or 'control', got {self.loss!r}")
         if self.milstein and self.loss != "bsde":
             raise ValueError("milstein=True adds a term to the backward SDE's roll-out; it needs loss='bsde'")
+        if self.terminal_feature and (self.loss != "control" or self.x0_radius != 0.0):
+            raise ValueError("terminal_feature=True needs loss='control' and x0_radius=0: over a ball u(0, x) is read "
+                             "from Z(0, .), where the feature's shape (that of grad g) would stay")
         if self.activation not in ("tanh", "softplus", "silu"):
             raise ValueError(f"activation must be 'tanh', 'softplus' or 'silu', got {self.activation!r}")
+
+
+def _terminal_gradient(problem):
+    """x (B, d) -> grad g(x) (B, d): the problem's ``terminal_gradient`` where it has one, else autograd of
+    ``terminal_cost`` (differentiable in x when x carries a graph, as along the controlled paths)."""
+    own = getattr(problem, "terminal_gradient", None)
+    if own is not None:
+        return lambda x: own(x)   # a closure: a copy of the model does not copy the problem
+
+    def by_autograd(x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            xr = x if x.requires_grad else x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(problem.terminal_cost(xr).sum(), xr, create_graph=x.requires_grad)
+        return grad
+    return by_autograd
 
 
 class _Model(nn.Module):
@@ -156,6 +181,18 @@ class _Model(nn.Module):
             nn.init.zeros_(self.gain.out.weight)
             nn.init.zeros_(self.gain.out.bias)
             self.register_buffer("gain_nodes", torch.linspace(0.0, T, 16).unsqueeze(1))
+        # with ``terminal_feature``, beside the network, the terminal condition's gradient as a feature:
+        # c(t) sigma grad g(x), c a learned scalar function of time starting at 0. Z(T, .) = sigma grad g is
+        # known for every problem, and near T, where the feedback is stiffest, the network then learns a
+        # correction to it (d = 100, quick preset: error / G +0.022 against +0.035 at lambda = 50; at d = 1000
+        # worse: benchmarks/README.md)
+        self.terminal = None
+        if cfg.terminal_feature:
+            self.terminal = MLP(1, 1, width=16, depth=1, activation=cfg.activation, in_low=[0.0], in_high=[T])
+            nn.init.zeros_(self.terminal.out.weight)
+            nn.init.zeros_(self.terminal.out.bias)
+            self.terminal_gradient = _terminal_gradient(problem)
+            self.sigma = float(problem.bsde_sigma)
         self.pointwise = cfg.x0_radius == 0.0
         if self.pointwise:
             self.y0 = nn.Parameter(torch.tensor(float(y0_guess)))
@@ -175,9 +212,12 @@ class _Model(nn.Module):
         z = self.z(tx)
         if self.skip is not None:
             z = z + self.skip(tx * self.in_scale)
+        z = self.out_scale * z
+        if self.terminal is not None:
+            z = z + self.terminal(t) * self.sigma * self.terminal_gradient(x)
         if self.gain is not None:
             z = z * torch.exp(self.gain(t) - self.gain(self.gain_nodes.to(t)).mean())
-        return self.out_scale * z
+        return z
 
     def gradient_term_with_derivatives(self, t: torch.Tensor, x: torch.Tensor, w: torch.Tensor):
         """(B, 1), (B, d), (B, d) -> Z_theta(t, x) (B, d), w' J w (B, 1) and tr J (B, 1), J = dZ_theta/dx.
@@ -400,11 +440,11 @@ class DeepBSDE(IterativeSolver):
         """The feedback that Z_theta prescribes at (t, x): (drift, running cost rate, Z), each for the batch."""
         p = self.problem
         tt = torch.full((x.shape[0], 1), t, dtype=x.dtype, device=x.device)
-        z = model.gradient_term(tt, x)
-        a = p.optimal_action(t, x, z / p.bsde_sigma)
         try:
+            z = model.gradient_term(tt, x)   # its terminal-gradient feature reads g at x
+            a = p.optimal_action(t, x, z / p.bsde_sigma)
             drift = p.drift(t, x, a)
-        except ValueError as err:       # the problem's drift refuses a state that is no longer finite
+        except ValueError as err:       # the problem refuses a state that is no longer finite
             if "finite" not in str(err):
                 raise
             raise DivergenceError(
