@@ -240,8 +240,8 @@ def main():
                     "Ito-Taylor term (DeepBSDEConfig.milstein)")
     ap.add_argument("--warmup", type=int, default=0, help="with --lambdas (curve or --region): "
                     "DeepBSDEConfig.warmup")
-    ap.add_argument("--terminal-feature", action="store_true", help="with --lambdas and --loss control: "
-                    "DeepBSDEConfig.terminal_feature (grad g beside Z's network)")
+    ap.add_argument("--terminal-feature", choices=("on", "off"), help="with --lambdas and --loss control: "
+                    "DeepBSDEConfig.terminal_feature (default: on from the origin, off over a ball)")
     ap.add_argument("--refit-size", type=int, help="with --lambdas (curve or --region): "
                     "DeepBSDEConfig.refit_size (the final estimate's paths; fewer keep d = 1000 within minutes)")
     ap.add_argument("--region", type=float, metavar="R", help="with --lambdas: learn u(0, x) over |x| <= R and "
@@ -257,7 +257,7 @@ def main():
     if args.refit_size:
         over["refit_size"] = args.refit_size
     if args.terminal_feature:
-        over["terminal_feature"] = True
+        over["terminal_feature"] = args.terminal_feature == "on"
     if args.lambdas and args.region:
         region_curve(args.lambdas, args.preset, args.seeds, d=args.dim, loss=args.loss, radius=args.region,
                      **over)

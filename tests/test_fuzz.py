@@ -229,7 +229,7 @@ CONFIG_FIELDS = {
     hjb.DeepBSDEConfig: {"n_steps": "int>=1", "iterations": "int>=1", "batch_size": "int>=1", "lr": "positive",
                          "lr_final": "positive", "x0_radius": [-1.0, NAN, INF, True, "0"], "activation": "choice",
                          "linear_skip": "flag", "milstein": "flag", "loss": "choice",
-                         "warmup": [-1, 1.5, True, "10"], "terminal_feature": "flag"},
+                         "warmup": [-1, 1.5, True, "10"], "terminal_feature": [1, 0, "yes", np.float64(1.0)]},
     hjb.ScoreMatchingConfig: {"hidden": "int>=1", "iterations": "int>=1", "lr": "positive", "s_min": "positive",
                               "ema": [1.0, -0.1, NAN, True, "0.9"], "cpu_threads": [0, -1, 1.5, True, "2"]},
     hjb.FiniteDifferenceConfig: {"n": [2, 0, 2.5, True, "101"], "tol": BAD_CONFIG_NUMBER,

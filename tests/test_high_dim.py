@@ -409,30 +409,40 @@ class _NoTerminalGradient(hjb.HighDimLQG):
 
 
 def test_control_loss_has_the_terminal_gradient_as_a_feature():
-    """With terminal_feature (control loss, from the origin), Z_theta(t, x) = (network + c(t) sigma grad g(x))
-    exp(gain): c starts at 0, so Z starts at zero; with c = 1 and the network at zero, Z = sigma grad g, from the problem's terminal_gradient
-    or, without one, from autograd of terminal_cost, and the same to second order in x (the controlled
-    paths differentiate through it)."""
+    """With the control loss from the origin, Z_theta(t, x) = (network + c(t) sigma grad v(t, x)) exp(gain),
+    v(t, x) = E g(x + sigma (W_T - W_t)) by antithetic pairs of fixed draws: c starts at 0, so Z starts at
+    zero; with c = 1 and the network at zero, Z(T, x) = sigma grad g(x) and Z(t, x) is the mean of sigma
+    grad g over the pairs, from the problem's terminal_gradient or, without one, from autograd of
+    terminal_cost, and the same to second order in x (the controlled paths differentiate through it)."""
     from hjbcourse.solvers.deep_bsde import _Model
     g = torch.Generator().manual_seed(1)
-    t = torch.full((4, 1), 0.3, dtype=torch.float64)
     x = torch.randn(4, 6, dtype=torch.float64, generator=g)
+    exact = hjb.HighDimLQG(6)
     zs, dzs = [], []
     for p in (hjb.HighDimLQG(6, lam=3.0), _NoTerminalGradient(6, lam=3.0)):
-        m = _Model(p, hjb.DeepBSDEConfig(width=8, loss="control", terminal_feature=True), 1.0).double()
-        assert torch.equal(m.gradient_term(t, x), torch.zeros(4, 6))
+        m = _Model(p, hjb.DeepBSDEConfig(width=8, loss="control"), 1.0).double()
+        for tv in (0.3, 1.0):
+            t = torch.full((4, 1), tv, dtype=torch.float64)
+            assert torch.equal(m.gradient_term(t, x), torch.zeros(4, 6))
         with torch.no_grad():
             m.terminal.out.bias.fill_(1.0)
+        t = torch.full((4, 1), 1.0, dtype=torch.float64)
+        z_end = m.gradient_term(t, x)
+        assert torch.allclose(z_end, math.sqrt(2.0) * exact.terminal_gradient(x), rtol=0, atol=1e-14)
+        t = torch.full((4, 1), 0.3, dtype=torch.float64)
         xg = x.clone().requires_grad_(True)
         z = m.gradient_term(t, xg)
-        assert torch.allclose(z, math.sqrt(2.0) * hjb.HighDimLQG(6).terminal_gradient(x), rtol=0, atol=1e-14)
+        step = math.sqrt(2.0 * 0.7) * m.feature_draws.double()
+        mean = torch.stack([exact.terminal_gradient(x + s * e) for e in step for s in (1, -1)]).mean(0)
+        assert torch.allclose(z, math.sqrt(2.0) * mean, rtol=0, atol=1e-14)
         zs.append(z.detach())
         dzs.append(torch.autograd.grad((z * z).sum(), xg)[0])
     assert torch.allclose(zs[0], zs[1], rtol=0, atol=1e-14)
     assert torch.allclose(dzs[0], dzs[1], rtol=0, atol=1e-12) and float(dzs[0].abs().max()) > 0.01
-    plain = _Model(hjb.HighDimLQG(6), hjb.DeepBSDEConfig(width=8, loss="control"), 1.0)
-    assert plain.terminal is None     # off by default
-    for bad in (dict(), dict(loss="control", x0_radius=1.0)):   # the backward SDE's loss; a ball
+    for cfg in (hjb.DeepBSDEConfig(width=8), hjb.DeepBSDEConfig(width=8, loss="control", x0_radius=1.0),
+                hjb.DeepBSDEConfig(width=8, loss="control", terminal_feature=False)):
+        assert _Model(hjb.HighDimLQG(6), cfg, 1.0).terminal is None   # the backward SDE's loss; a ball; off
+    for bad in (dict(), dict(loss="control", x0_radius=1.0)):
         with pytest.raises(ValueError, match="terminal_feature"):
             hjb.DeepBSDEConfig(terminal_feature=True, **bad)
 

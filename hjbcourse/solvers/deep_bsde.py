@@ -21,10 +21,14 @@ integrated Hamiltonian gap), so the estimate is of second order in Z's error and
 backward SDE's y0 is of first order. The controlled paths meet a feedback whose rate grows as t -> T (the
 value's gradient sharpens toward grad g), so their grid is t_n = T (1 - (1 - n/N)^2), with steps that shrink
 like sqrt(T - t), and Z_theta is multiplied by exp(gamma(t)), a learned scalar function of time, because a
-tanh network of (t, x) represents a gain that grows with t poorly (a product of t and x). With
-``terminal_feature`` Z_theta has, beside the network, one feature, c(t) sigma grad g(x) with c learned (0 at
-the start): Z(T, .) = sigma grad g for every problem, and the network then learns the correction to it (the
-problem's ``terminal_gradient`` where it has one, else autograd of ``terminal_cost``). The estimate takes
+tanh network of (t, x) represents a gain that grows with t poorly (a product of t and x). From the
+origin Z_theta has, beside the network, one feature (``terminal_feature``): c(t) sigma grad v(t, x) with c
+learned (0 at the start) and v(t, x) = E g(x + sigma (W_T - W_t)) the cost of not steering, its gradient by
+an antithetic pair of fixed normal draws (four pairs bought nothing measurable at d = 100, at a higher cost:
+benchmarks/README.md). Z(T, .) = sigma grad g for every problem, and near T, where the
+feedback is stiffest, the network then learns a correction to it. (grad g itself would be far larger than
+grad u at early times, where the noise still to come spreads X_T over more than |x|; the problem's
+``terminal_gradient`` where it has one, else autograd of ``terminal_cost``.) The estimate takes
 Euler steps, 4N and 8N of the same grid family on coupled paths (the coarse increments sums of the fine
 ones), and extrapolates 2 J_fine - J_coarse (Richardson), which removes their first-order bias.
 
@@ -74,9 +78,11 @@ class DeepBSDEConfig(SolverConfig):
     (benchmarks/README.md).
     ``loss`` is "bsde" (the terminal mismatch of the backward SDE along uncontrolled paths) or "control" (the
     cost of the control that Z_theta prescribes along its own paths; module docstring). ``terminal_feature``
-    (with the control loss from the origin) adds c(t) sigma grad g(x) beside the network: at d = 100 it halves
-    the share of the control gap the estimate misses, at d = 1000 it doubles it (benchmarks/README.md), so it
-    is off by default.
+    adds c(t) sigma E grad g(x + sigma (W_T - W_t)) beside the network (module docstring); None (the default)
+    uses it with the control loss from the origin, where it lowers the share of the control gap that the
+    estimate misses (d = 100, lambda = 50: +0.017 against +0.035 G; d = 1000, lambda = 50: +0.027 against
+    +0.048: benchmarks/README.md), and not over a ball, where u(0, x) is read from Z(0, .) and the feature's
+    shape at t = 0 would stay in it.
     ``x0_radius`` > 0 learns u(0, x) on |x| <= x0_radius: paths start over the ball, and a network of
     ``value_width`` units is fitted to them (with the control loss, to each path's cost less its martingale;
     at d = 100 and radius 2 that network gets u's level and not its shape, which varies less than the labels'
@@ -96,7 +102,7 @@ class DeepBSDEConfig(SolverConfig):
     linear_skip: bool = True
     milstein: bool = False
     loss: str = "bsde"
-    terminal_feature: bool = False
+    terminal_feature: bool | None = None
     lr: float = 5e-3
     lr_final: float = 5e-5
     warmup: int = 0
@@ -126,9 +132,20 @@ class DeepBSDEConfig(SolverConfig):
             raise ValueError("milstein=True adds a term to the backward SDE's roll-out; it needs loss='bsde'")
         if self.terminal_feature and (self.loss != "control" or self.x0_radius != 0.0):
             raise ValueError("terminal_feature=True needs loss='control' and x0_radius=0: over a ball u(0, x) is read "
-                             "from Z(0, .), where the feature's shape (that of grad g) would stay")
+                             "from Z(0, .), where the feature's shape would stay")
         if self.activation not in ("tanh", "softplus", "silu"):
             raise ValueError(f"activation must be 'tanh', 'softplus' or 'silu', got {self.activation!r}")
+
+    @property
+    def uses_terminal_feature(self) -> bool:
+        """Whether Z_theta has the terminal feature: ``terminal_feature``, or by default (None) with the
+        control loss from the origin."""
+        if self.terminal_feature is None:
+            return self.loss == "control" and self.x0_radius == 0.0
+        return bool(self.terminal_feature)
+
+
+_FEATURE_PAIRS = 1   # antithetic pairs of normal draws in the terminal feature's smoothing
 
 
 def _terminal_gradient(problem):
@@ -181,18 +198,18 @@ class _Model(nn.Module):
             nn.init.zeros_(self.gain.out.weight)
             nn.init.zeros_(self.gain.out.bias)
             self.register_buffer("gain_nodes", torch.linspace(0.0, T, 16).unsqueeze(1))
-        # with ``terminal_feature``, beside the network, the terminal condition's gradient as a feature:
-        # c(t) sigma grad g(x), c a learned scalar function of time starting at 0. Z(T, .) = sigma grad g is
-        # known for every problem, and near T, where the feedback is stiffest, the network then learns a
-        # correction to it (d = 100, quick preset: error / G +0.022 against +0.035 at lambda = 50; at d = 1000
-        # worse: benchmarks/README.md)
+        # with the terminal feature, beside the network, c(t) sigma grad v(t, x), v the cost of not steering
+        # (module docstring), c a learned scalar function of time starting at 0
         self.terminal = None
-        if cfg.terminal_feature:
+        if cfg.uses_terminal_feature:
             self.terminal = MLP(1, 1, width=16, depth=1, activation=cfg.activation, in_low=[0.0], in_high=[T])
             nn.init.zeros_(self.terminal.out.weight)
             nn.init.zeros_(self.terminal.out.bias)
             self.terminal_gradient = _terminal_gradient(problem)
-            self.sigma = float(problem.bsde_sigma)
+            self.sigma, self.horizon = float(problem.bsde_sigma), float(T)
+            # fixed normal draws for the smoothing of grad g over the noise still to come (antithetic pairs)
+            draws = torch.randn(_FEATURE_PAIRS, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+            self.register_buffer("feature_draws", draws.float())
         self.pointwise = cfg.x0_radius == 0.0
         if self.pointwise:
             self.y0 = nn.Parameter(torch.tensor(float(y0_guess)))
@@ -214,10 +231,22 @@ class _Model(nn.Module):
             z = z + self.skip(tx * self.in_scale)
         z = self.out_scale * z
         if self.terminal is not None:
-            z = z + self.terminal(t) * self.sigma * self.terminal_gradient(x)
+            z = z + self.terminal(t) * self.sigma * self.uncontrolled_gradient(t, x)
         if self.gain is not None:
             z = z * torch.exp(self.gain(t) - self.gain(self.gain_nodes.to(t)).mean())
         return z
+
+    def uncontrolled_gradient(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1), (B, d) -> (B, d): E grad g(x + sigma (W_T - W_t)), the gradient of the cost of not steering
+        from (t, x), by antithetic pairs of fixed normal draws; grad g itself at t = T. grad g alone is far
+        larger than grad u at early times where the noise still to come spreads X_T over far more than |x|
+        (at d = 1000 by 2 d (T - t)), and c(t) would have to undo that."""
+        spread = self.sigma * (self.horizon - t).clamp_min(0.0).sqrt()
+        total = 0.0
+        for xi in self.feature_draws.to(x):
+            step = spread * xi
+            total = total + self.terminal_gradient(x + step) + self.terminal_gradient(x - step)
+        return total / (2 * self.feature_draws.shape[0])
 
     def gradient_term_with_derivatives(self, t: torch.Tensor, x: torch.Tensor, w: torch.Tensor):
         """(B, 1), (B, d), (B, d) -> Z_theta(t, x) (B, d), w' J w (B, 1) and tr J (B, 1), J = dZ_theta/dx.
