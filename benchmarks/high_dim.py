@@ -92,9 +92,9 @@ def region_curve(lambdas, preset: str, seeds, d: int, loss: str, radius: float, 
     the exact value: the mean and largest relative error of the network for u(0, .); the same for the best
     constant (the exact values' mean), which a network that learned no shape matches; the relative L2 error of
     the learned shape u(0, x) - mean, which is 1 for a constant; and u(0, 0) plus the line integral of the
-    learned gradient, int_0^1 grad u(0, s x) . x ds (with the control loss the solution's own u(0, x), whose
-    u(0, 0) is estimated from the origin; with the backward SDE's, the network's u(0, 0) and 3-point
-    Gauss-Legendre). Then the learned gradient's
+    learned gradient, int_0^1 grad u(0, s x) . x ds (``DeepBSDESolution.line_integral``; with the control loss
+    the solution's own u(0, x), whose u(0, 0) is estimated from the origin; with the backward SDE's, from the
+    network's u(0, 0)). Then the learned gradient's
     relative L2 error along paths of the exact optimal closed loop (``n_steps`` Euler steps, ``n_paths``)."""
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "
           f"d = {d}, |x| <= {radius:g}, " + ("the quick preset" if preset == "quick" else f"settings {SETTINGS}")
@@ -103,7 +103,6 @@ def region_curve(lambdas, preset: str, seeds, d: int, loss: str, radius: float, 
           "| u(0, 0) + line integral of the gradient: mean / max, shape | gradient rel. L2 along optimal paths "
           "| CPU s |")
     print("|---|---|---|---|---|---|---|---|")
-    gl = ((0.5 - 0.5 * math.sqrt(0.6), 5 / 18), (0.5, 8 / 18), (0.5 + 0.5 * math.sqrt(0.6), 5 / 18))
     for lam in lambdas:
         p = hjb.HighDimLQG(dim=d, T=1.0, lam=lam)
         x = p.sample_initial_states(n_points, radius, generator=12345, dtype=torch.float64)
@@ -126,7 +125,7 @@ def region_curve(lambdas, preset: str, seeds, d: int, loss: str, radius: float, 
             if loss == "control":   # the solution's u(0, x): u0 from the origin plus the line integral
                 line = sol.value(0.0, x).squeeze(1)
             else:
-                line = sol.u0 + sum(w * (sol.gradient(0.0, (s * x).float()).double() * x).sum(1) for s, w in gl)
+                line = sol.u0 + sol.line_integral(x).squeeze(1)
             line_err, line_shape = scores(line)
             # the exact optimal closed loop dX = 2 sqrt(lam) m* dt + sqrt(2) dW from states of the ball
             y = p.sample_initial_states(n_paths, radius, generator=g, dtype=torch.float64)

@@ -31,6 +31,14 @@ def _terminal_gradient(problem):
     return by_autograd
 
 
+def _function_of_time(cfg, T: float) -> MLP:
+    """A learned scalar function of t on [0, T] (one hidden layer of 16 units) that starts at zero."""
+    net = MLP(1, 1, width=16, depth=1, activation=cfg.activation, in_low=[0.0], in_high=[T])
+    nn.init.zeros_(net.out.weight)
+    nn.init.zeros_(net.out.bias)
+    return net
+
+
 class _Model(nn.Module):
     """u(0, .) (a number or a small network) and the time-conditioned Z_theta(t, x)."""
 
@@ -62,17 +70,13 @@ class _Model(nn.Module):
         # toward zero, +0.7 G; pinned, see benchmarks/README.md)
         self.gain = None
         if cfg.loss == "control":
-            self.gain = MLP(1, 1, width=16, depth=1, activation=cfg.activation, in_low=[0.0], in_high=[T])
-            nn.init.zeros_(self.gain.out.weight)
-            nn.init.zeros_(self.gain.out.bias)
+            self.gain = _function_of_time(cfg, T)
             self.register_buffer("gain_nodes", torch.linspace(0.0, T, 16).unsqueeze(1))
         # with the terminal feature, beside the network, c(t) sigma grad v(t, x), v the cost of not steering
         # (module docstring), c a learned scalar function of time starting at 0
         self.terminal = None
         if cfg.uses_terminal_feature:
-            self.terminal = MLP(1, 1, width=16, depth=1, activation=cfg.activation, in_low=[0.0], in_high=[T])
-            nn.init.zeros_(self.terminal.out.weight)
-            nn.init.zeros_(self.terminal.out.bias)
+            self.terminal = _function_of_time(cfg, T)
             self.terminal_gradient = _terminal_gradient(problem)
             self.sigma, self.horizon = float(problem.bsde_sigma), float(T)
             # fixed normal draws for the smoothing of grad g over the noise still to come (antithetic pairs)
